@@ -1,0 +1,1 @@
+"""ftorch: fault-tolerant VMs on QEMU record/replay."""
