@@ -110,6 +110,9 @@ class LogParser:
         self.icount = icount
         self.ended = False
         self.counts = [0] * 40
+        # When a list, every inbound network frame (ASYNC_NET payload) is appended to it:
+        # the agent matches them to the frames it gave QEMU to measure log staleness.
+        self.net_frames: list[bytes] | None = None
         self._buf = b""
 
     @property
@@ -142,6 +145,8 @@ class LogParser:
                     raise LogFormatError(f"{e} (stream offset base {self.offset})") from None
                 if end is None:
                     break
+                if kind == ASYNC_NET and self.net_frames is not None:
+                    self.net_frames.append(bytes(buf[pos + 10:end]))
             counts[kind] += 1
             pos = end
             if kind == END:

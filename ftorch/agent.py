@@ -1,0 +1,73 @@
+"""The per-host daemon: runs one role for one pair and answers on its control socket."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from .backup import Backup
+from .config import load
+from .control import ControlServer
+from .errors import FtorchError
+from .layout import paths
+from .primary import Primary
+from .virt import Host
+
+log = logging.getLogger("ftorch.agent")
+ROLES = {"primary": Primary, "backup": Backup}
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class Agent:
+    def __init__(self, config_path: str, key: str, role: str) -> None:
+        self.cfg = load(config_path)
+        self.key = key
+        self.paths = paths(self.cfg, key)
+        self.role = ROLES[role](self.cfg, key, Host())
+        self.done = threading.Event()
+
+    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req.get("cmd")
+        if cmd == "status":
+            return {"host": self.key, "pair": self.cfg.pair, "pid": os.getpid(), **self.role.status()}
+        if cmd == "stop-guest" and isinstance(self.role, Primary):
+            return self.role.stop_guest()
+        if cmd == "wait-finished" and isinstance(self.role, Backup):
+            return self.role.wait_finished(float(req.get("timeout_", 60)))
+        if cmd == "inject" and isinstance(self.role, Primary) and req.get("what") == "corrupt-frame":
+            self.role.sender.corrupt_next.set()
+            return {"injected": "corrupt-frame"}
+        if cmd == "quit":
+            self.done.set()
+            return {"quitting": True}
+        raise FtorchError(f"unknown command {cmd!r} for a {type(self.role).__name__.lower()} agent")
+
+    def run(self) -> int:
+        server = ControlServer(self.paths.control, self.handle)
+        signal.signal(signal.SIGTERM, lambda *_: self.done.set())
+        try:
+            self.role.start()
+            self.paths.pid.write_text(f"{os.getpid()}\n")
+            log.info("agent for %s on host %s is up as %s", self.cfg.pair, self.key,
+                     type(self.role).__name__.lower())
+            self.done.wait()
+            return 0
+        except FtorchError as e:
+            log.error("%s", e)
+            return e.exit_code
+        finally:
+            self.role.close()
+            server.close()
+            log.info("agent for %s on host %s stopped", self.cfg.pair, self.key)
+
+
+def main(config_path: str, key: str, role: str) -> int:
+    setup_logging()
+    return Agent(config_path, key, role).run()

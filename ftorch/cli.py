@@ -1,0 +1,171 @@
+"""ftorch: the operator's command line.
+
+Exit codes: 0 ok, 1 operation failed, 2 bad config or usage, 3 unsupported QEMU version,
+4 an agent could not be reached.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import lab as lab_mod
+from . import pair as pair_ops
+from .config import PairConfig, load
+from .errors import FtorchError
+
+app = typer.Typer(help="Fault-tolerant VMs on QEMU record/replay: a primary records, a backup "
+                       "replays its log a short way behind.", no_args_is_help=True,
+                  add_completion=False)
+lab_app = typer.Typer(help="The one-machine lab: namespaces standing for hosts A, B and a client.",
+                      no_args_is_help=True)
+agent_app = typer.Typer(help="Run an agent (started by `ftorch up`; not for direct use).",
+                        no_args_is_help=True)
+debug_app = typer.Typer(help="Fault injection for tests.", no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+app.add_typer(agent_app, name="agent")
+app.add_typer(debug_app, name="debug")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(e: FtorchError) -> None:
+    err.print(f"[red]error:[/red] {e}", highlight=False)
+    raise typer.Exit(e.exit_code)
+
+
+def _config(path: str) -> PairConfig:
+    try:
+        return load(path)
+    except FtorchError as e:
+        _fail(e)
+        raise  # unreachable
+
+
+def _emit(data: Any, as_json: bool, render) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        render(data)
+
+
+@lab_app.command("up")
+def lab_up() -> None:
+    """Create the lab namespaces and bridge, and start libvirtd/virtlogd if needed."""
+    try:
+        lab_mod.up()
+    except FtorchError as e:
+        _fail(e)
+    console.print("lab is up: hosts ftorch-a (10.77.0.1), ftorch-b (10.77.0.2), "
+                  "client ftorch-client (10.77.0.100)")
+
+
+@lab_app.command("down")
+def lab_down() -> None:
+    """Remove every lab namespace and link."""
+    try:
+        lab_mod.down()
+    except FtorchError as e:
+        _fail(e)
+    console.print("lab is down")
+
+
+@lab_app.command("status")
+def lab_status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Show which lab namespaces exist."""
+    _emit(lab_mod.status(), as_json,
+          lambda d: [console.print(f"{ns}: {'present' if ok else 'absent'}")
+                     for ns, ok in d["namespaces"].items()])
+
+
+@app.command()
+def up(config: str = typer.Argument(..., help="The pair's YAML config."),
+       wait: bool = typer.Option(True, help="Wait until the backup is replaying."),
+       timeout: float = typer.Option(180, help="Seconds to wait for the backup.")) -> None:
+    """Start a protected pair: host A records the guest, host B replays its log.
+
+    Example: ftorch up examples/lab.yaml && ftorch status examples/lab.yaml
+    """
+    cfg = _config(config)
+    try:
+        pair_ops.up(cfg, wait, timeout)
+    except FtorchError as e:
+        _fail(e)
+    console.print(f"pair {cfg.pair} is up: primary on host a, backup on host b")
+
+
+def _status_table(data: dict[str, Any]) -> None:
+    t = Table(title=f"pair {data['pair']}")
+    for col in ("host", "role", "guest", "icount", "lag (instr)", "lag (s)", "channel",
+                "log sent/acked (bytes)"):
+        t.add_column(col)
+    for key, s in data["hosts"].items():
+        ch = s.get("channel", {})
+        lag_s = s.get("lag_seconds")
+        t.add_row(key, s.get("role", "?"), str(s.get("guest", s.get("error", ""))),
+                  str(s.get("icount", "")), str(s.get("lag_instructions", "")),
+                  f"{lag_s:.3f}" if isinstance(lag_s, float) else "",
+                  ch.get("state", ""),
+                  f"{ch.get('sent_bytes', ch.get('received_bytes', ''))}/{ch.get('acked_offset', '')}")
+    console.print(t)
+
+
+@app.command()
+def status(config: str = typer.Argument(..., help="The pair's YAML config."),
+           as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Role, state, instruction counts, lag and channel of each side. Exit 4 if an agent is down."""
+    cfg = _config(config)
+    data = pair_ops.status(cfg)
+    _emit(data, as_json, _status_table)
+    if any(h.get("role") == "unreachable" for h in data["hosts"].values()):
+        raise typer.Exit(4)
+
+
+@app.command()
+def down(config: str = typer.Argument(..., help="The pair's YAML config."),
+         timeout: float = typer.Option(300, help="Seconds to let the backup finish replaying."),
+         force: bool = typer.Option(False, "--force", help="Kill both sides at once."),
+         as_json: bool = typer.Option(False, "--json", help="Machine-readable summary.")) -> None:
+    """Stop the pair: the primary shuts down cleanly, the backup replays to the end, both quit.
+
+    Idempotent: a pair already (partly) down is finished off without error.
+    """
+    cfg = _config(config)
+    try:
+        result = pair_ops.down(cfg, timeout, force)
+    except FtorchError as e:
+        _fail(e)
+    _emit(result, as_json, lambda d: console.print(
+        f"pair {cfg.pair} is down" + (f"; backup replayed to icount {d['backup']['icount']}"
+                                      if "backup" in d else "")))
+
+
+@agent_app.command("run")
+def agent_run(config: str, host: str = typer.Option(..., help="a or b"),
+              role: str = typer.Option(..., help="primary or backup")) -> None:
+    """Run this host's agent in the foreground (logs to stderr with timestamps)."""
+    from .agent import main
+    raise typer.Exit(main(config, host, role))
+
+
+@debug_app.command("corrupt-frame")
+def corrupt_frame(config: str) -> None:
+    """Make the primary corrupt its next DATA frame on the wire (the backup must reject it)."""
+    cfg = _config(config)
+    try:
+        pair_ops.agent_call(cfg, "a", "inject", what="corrupt-frame")
+    except FtorchError as e:
+        _fail(e)
+    console.print("the next DATA frame will be corrupted")
+
+
+def main() -> None:
+    app(prog_name="ftorch")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The YAML config of one protected pair: load, validate, and fail with one clear line."""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+MAC_RE = re.compile(r"^52:54:00(:[0-9a-f]{2}){3}$")
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    name: str
+    address: str          # the agent's address on the LAN (channel endpoint)
+    netns: str = ""       # lab only: the namespace standing for this host
+    dir: str = ""         # this host's local disk: images, logs, sockets
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir)
+
+
+@dataclass(frozen=True)
+class GuestConfig:
+    image: str
+    ip: str
+    mac: str = "52:54:00:f7:00:01"
+    memory_mib: int = 128
+    cmdline_extra: str = "nohz=off"
+    service_port: int = 7000
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    port: int = 7400
+    heartbeat_s: float = 0.5
+    timeout_s: float = 5.0
+    frame_max_bytes: int = 65536
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    margin_instructions: int = 10000
+    break_interval_ms: float = 10.0
+    flush_us: int = 1000
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    pair: str
+    guest: GuestConfig
+    hosts: dict[str, HostConfig]
+    shared_dir: str
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    source: str = ""
+
+    def host(self, key: str) -> HostConfig:
+        return self.hosts[key]
+
+    def peer(self, key: str) -> str:
+        return "b" if key == "a" else "a"
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Instantiate a config dataclass from a mapping, naming the bad field on error."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(known)})")
+    kwargs = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        value = data[name]
+        expected = f.type if isinstance(f.type, str) else f.type.__name__
+        if expected in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                             or (expected == "int" and not isinstance(value, int))):
+            raise ConfigError(f"{where}.{name}: expected {expected}, got {value!r}")
+        if expected == "str" and not isinstance(value, str):
+            raise ConfigError(f"{where}.{name}: expected a string, got {value!r}")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        missing = re.findall(r"'(\w+)'", str(e))
+        raise ConfigError(f"{where}.{missing[0] if missing else '?'}: required field is missing") from None
+
+
+def _positive(value: float, where: str) -> None:
+    if value <= 0:
+        raise ConfigError(f"{where}: must be positive, got {value}")
+
+
+def validate(cfg: PairConfig) -> PairConfig:
+    """Cross-field checks; returns cfg unchanged or raises ConfigError."""
+    if not NAME_RE.match(cfg.pair):
+        raise ConfigError(f"pair: {cfg.pair!r} must be lowercase letters, digits and '-', "
+                          "starting with a letter, at most 31 characters")
+    if set(cfg.hosts) != {"a", "b"}:
+        raise ConfigError(f"hosts: needs exactly the two hosts 'a' and 'b', got {sorted(cfg.hosts)}")
+    for key, h in cfg.hosts.items():
+        try:
+            ipaddress.ip_address(h.address)
+        except ValueError:
+            raise ConfigError(f"hosts.{key}.address: {h.address!r} is not an IP address") from None
+        if not h.dir.startswith("/"):
+            raise ConfigError(f"hosts.{key}.dir: must be an absolute path, got {h.dir!r}")
+    if cfg.hosts["a"].address == cfg.hosts["b"].address and \
+            cfg.hosts["a"].netns == cfg.hosts["b"].netns:
+        raise ConfigError("hosts: a and b have the same address; they must be two hosts")
+    try:
+        ipaddress.ip_interface(cfg.guest.ip)
+    except ValueError:
+        raise ConfigError(f"guest.ip: {cfg.guest.ip!r} is not ADDRESS/PREFIX") from None
+    if "/" not in cfg.guest.ip:
+        raise ConfigError(f"guest.ip: {cfg.guest.ip!r} needs a prefix length, e.g. 10.77.0.10/24")
+    if not MAC_RE.match(cfg.guest.mac):
+        raise ConfigError(f"guest.mac: {cfg.guest.mac!r} must be a locally administered "
+                          "52:54:00:xx:xx:xx address in lowercase")
+    if not 64 <= cfg.guest.memory_mib <= 65536:
+        raise ConfigError(f"guest.memory_mib: {cfg.guest.memory_mib} is outside 64..65536")
+    if not 1 <= cfg.channel.port <= 65535:
+        raise ConfigError(f"channel.port: {cfg.channel.port} is not a TCP port")
+    _positive(cfg.channel.heartbeat_s, "channel.heartbeat_s")
+    _positive(cfg.channel.timeout_s, "channel.timeout_s")
+    if cfg.channel.timeout_s < 3 * cfg.channel.heartbeat_s:
+        raise ConfigError(f"channel.timeout_s: {cfg.channel.timeout_s} must be at least 3 heartbeats "
+                          f"({3 * cfg.channel.heartbeat_s}) or a busy host trips it")
+    if not 4096 <= cfg.channel.frame_max_bytes <= 1 << 20:
+        raise ConfigError("channel.frame_max_bytes: must be within 4096..1048576")
+    _positive(cfg.replay.margin_instructions, "replay.margin_instructions")
+    _positive(cfg.replay.break_interval_ms, "replay.break_interval_ms")
+    _positive(cfg.replay.flush_us, "replay.flush_us")
+    if not cfg.shared_dir.startswith("/"):
+        raise ConfigError(f"shared_dir: must be an absolute path, got {cfg.shared_dir!r}")
+    return cfg
+
+
+def parse(data: Any, source: str = "<config>") -> PairConfig:
+    """Build a validated PairConfig from already-loaded YAML data."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    for required in ("pair", "guest", "hosts", "shared_dir"):
+        if required not in data:
+            raise ConfigError(f"{required}: required field is missing")
+    unknown = sorted(set(data) - {f.name for f in fields(PairConfig)} - {"source"})
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown top-level field")
+    if not isinstance(data["hosts"], dict):
+        raise ConfigError("hosts: expected a mapping of 'a' and 'b'")
+    cfg = PairConfig(
+        pair=str(data["pair"]),
+        guest=_build(GuestConfig, data["guest"], "guest"),
+        hosts={str(k): _build(HostConfig, v, f"hosts.{k}") for k, v in data["hosts"].items()},
+        shared_dir=str(data["shared_dir"]),
+        channel=_build(ChannelConfig, data.get("channel", {}), "channel"),
+        replay=_build(ReplayConfig, data.get("replay", {}), "replay"),
+        source=source,
+    )
+    return validate(cfg)
+
+
+def load(path: str | Path) -> PairConfig:
+    """Load and validate a pair config file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    return parse(data, str(p.resolve()))

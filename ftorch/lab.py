@@ -1,0 +1,122 @@
+"""The one-machine lab: namespaces standing for host A, host B and a client, on a LAN bridge.
+
+  ftorch-client: eth0 10.77.0.100 ─┐
+  ftorch-a: br-lan 10.77.0.1 + ftap0 (guest NIC, owned by agent A) ─ uplink ─┤ ftorch-lan: br0
+  ftorch-b: br-lan 10.77.0.2 + ftap0 (guest NIC, owned by agent B) ─ uplink ─┘
+Only addresses inside these namespaces are used. Cutting a host off the LAN is `cut_link`.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LabError
+from .proc import run
+
+LAN_NS = "ftorch-lan"
+CLIENT_NS = "ftorch-client"
+SUBNET = "10.77.0"
+LAB_ROOT = Path("/var/lib/ftorch/lab")
+TAP = "ftap0"
+
+
+@dataclass(frozen=True)
+class LabHost:
+    key: str
+    netns: str
+    address: str
+
+    @property
+    def lan_port(self) -> str:
+        """The LAN bridge's port that is this host's network cable."""
+        return f"lan-{self.key}"
+
+
+HOSTS = (LabHost("a", "ftorch-a", f"{SUBNET}.1"), LabHost("b", "ftorch-b", f"{SUBNET}.2"))
+CLIENT_ADDRESS = f"{SUBNET}.100"
+GUEST_ADDRESS = f"{SUBNET}.10"
+
+
+def _ip(*args: str) -> None:
+    run("ip", *args, error=LabError)
+
+
+def namespaces() -> set[str]:
+    out = run("ip", "netns", "list", error=LabError).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def _daemons() -> None:
+    """Start virtlogd and libvirtd if they are not running (no systemd needed)."""
+    for daemon in ("virtlogd", "libvirtd"):
+        if subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode != 0:
+            run(daemon, "-d", error=LabError)
+    deadline = time.monotonic() + 20
+    while subprocess.run(["virsh", "-c", "qemu:///system", "version"],
+                         capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise LabError("libvirtd started but does not answer on qemu:///system within 20 s")
+        time.sleep(0.2)
+
+
+def up() -> None:
+    """Create the lab (idempotent: an existing lab is left as it is)."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, taps, libvirtd)")
+    _daemons()
+    have = namespaces()
+    if LAN_NS not in have:
+        _ip("netns", "add", LAN_NS)
+        _ip("-n", LAN_NS, "link", "add", "br0", "type", "bridge", "forward_delay", "0")
+        _ip("-n", LAN_NS, "link", "set", "br0", "up")
+    for h in HOSTS:
+        if h.netns not in have:
+            _host_up(h)
+    if CLIENT_NS not in have:
+        _ip("netns", "add", CLIENT_NS)
+        _ip("-n", LAN_NS, "link", "add", "lan-c", "type", "veth", "peer", "name", "eth0",
+            "netns", CLIENT_NS)
+        _ip("-n", LAN_NS, "link", "set", "lan-c", "master", "br0", "up")
+        _ip("-n", CLIENT_NS, "addr", "add", f"{CLIENT_ADDRESS}/24", "dev", "eth0")
+        _ip("-n", CLIENT_NS, "link", "set", "eth0", "up")
+        _ip("-n", CLIENT_NS, "link", "set", "lo", "up")
+    for h in HOSTS:
+        (LAB_ROOT / f"host{h.key.upper()}").mkdir(parents=True, exist_ok=True)
+    (LAB_ROOT / "shared").mkdir(parents=True, exist_ok=True)
+
+
+def _host_up(h: LabHost) -> None:
+    _ip("netns", "add", h.netns)
+    _ip("-n", LAN_NS, "link", "add", h.lan_port, "type", "veth", "peer", "name", "uplink",
+        "netns", h.netns)
+    _ip("-n", LAN_NS, "link", "set", h.lan_port, "master", "br0", "up")
+    _ip("-n", h.netns, "link", "add", "br-lan", "type", "bridge", "forward_delay", "0")
+    _ip("-n", h.netns, "link", "set", "uplink", "master", "br-lan", "up")
+    _ip("-n", h.netns, "tuntap", "add", "dev", TAP, "mode", "tap")
+    _ip("-n", h.netns, "link", "set", TAP, "master", "br-lan", "up")
+    _ip("-n", h.netns, "addr", "add", f"{h.address}/24", "dev", "br-lan")
+    _ip("-n", h.netns, "link", "set", "br-lan", "up")
+    _ip("-n", h.netns, "link", "set", "lo", "up")
+
+
+def down() -> None:
+    """Remove every lab namespace (and with them their links); leaves libvirtd running."""
+    for ns in (CLIENT_NS, *(h.netns for h in HOSTS), LAN_NS):
+        if ns in namespaces():
+            _ip("netns", "del", ns)
+
+
+def cut_link(key: str, up_: bool) -> None:
+    """Unplug (or plug back) host `key`'s cable to the LAN."""
+    host = {h.key: h for h in HOSTS}[key]
+    _ip("-n", LAN_NS, "link", "set", host.lan_port, "up" if up_ else "down")
+
+
+def status() -> dict[str, object]:
+    have = namespaces()
+    return {"namespaces": {ns: ns in have for ns in
+                           (LAN_NS, CLIENT_NS, *(h.netns for h in HOSTS))},
+            "root": str(LAB_ROOT)}

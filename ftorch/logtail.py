@@ -1,0 +1,141 @@
+"""Primary side: follow the replay log as QEMU writes it and index its complete events.
+
+The tail never waits on the network: it only appends to an index of chunks (offset, length,
+icount at the end, time read); the sender reads chunk bytes back from the file by offset, so a
+slow or absent backup costs disk space, not a stalled reader.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from .errors import LogFormatError
+from .replaylog import HEADER_SIZE, LogParser
+
+log = logging.getLogger("ftorch.logtail")
+POLL_S = 0.0005
+
+
+@dataclass(frozen=True)
+class Chunk:
+    offset: int
+    length: int
+    icount: int        # instruction count at the end of the chunk
+    read_at: float     # wall clock when the tail read it
+    net_keys: tuple[bytes, ...] = ()
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+def frame_key(frame: bytes) -> bytes:
+    """Identity of a network frame, to match a frame given to QEMU with its log event."""
+    return hashlib.blake2b(frame, digest_size=8).digest()
+
+
+class LogTail:
+    """Follows one recording log file in a thread; thread-safe accessors for the sender."""
+
+    def __init__(self, path: str, max_chunk: int = 65536) -> None:
+        self.path = path
+        self.max_chunk = max_chunk
+        self.parser = LogParser()
+        self.parser.net_frames = []
+        self.error: str | None = None
+        self._starts: list[int] = []
+        self._chunks: list[Chunk] = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._fd: int | None = None
+        self._thread = threading.Thread(target=self._run, name="logtail", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    @property
+    def ended(self) -> bool:
+        return self.parser.ended
+
+    def _open(self) -> int:
+        while not self._stop.is_set():
+            try:
+                return os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                time.sleep(0.01)
+        raise LogFormatError("stopped before the log appeared")
+
+    def _run(self) -> None:
+        try:
+            self._fd = self._open()
+            pos = HEADER_SIZE
+            while not self._stop.is_set() and not self.parser.ended:
+                data = os.pread(self._fd, self.max_chunk, pos)
+                if not data:
+                    time.sleep(POLL_S)
+                    continue
+                pos += len(data)
+                self._add(data)
+        except (LogFormatError, OSError) as e:
+            self.error = f"log tail of {self.path} failed: {e}"
+            log.error("%s", self.error)
+        with self._cond:
+            self._cond.notify_all()
+
+    def _add(self, data: bytes) -> None:
+        start = self.parser.offset
+        done = self.parser.feed(data)
+        if not done:
+            return
+        frames, self.parser.net_frames = self.parser.net_frames, []
+        chunk = Chunk(start, self.parser.offset - start, self.parser.icount, time.time(),
+                      tuple(frame_key(f) for f in frames or ()))
+        with self._cond:
+            self._starts.append(chunk.offset)
+            self._chunks.append(chunk)
+            self._cond.notify_all()
+
+    def chunk_at(self, offset: int, timeout: float) -> Chunk | None:
+        """The chunk starting at offset, waiting up to timeout for it to be recorded."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                i = bisect.bisect_left(self._starts, offset)
+                if i < len(self._starts):
+                    if self._starts[i] != offset:
+                        raise LogFormatError(f"offset {offset} is not a chunk boundary")
+                    return self._chunks[i]
+                left = deadline - time.monotonic()
+                if left <= 0 or self.error or self.parser.ended and offset >= self.parser.offset:
+                    return None
+                self._cond.wait(left)
+
+    def icount_at(self, offset: int) -> int:
+        """Instruction count at a chunk boundary (the stream start counts as 0)."""
+        if offset == HEADER_SIZE:
+            return 0
+        with self._cond:
+            i = bisect.bisect_left(self._starts, offset)
+            if i == 0 or self._chunks[i - 1].end != offset:
+                raise LogFormatError(f"offset {offset} is not a chunk boundary of the log")
+            return self._chunks[i - 1].icount
+
+    def read(self, chunk: Chunk) -> bytes:
+        assert self._fd is not None
+        data = os.pread(self._fd, chunk.length, chunk.offset)
+        if len(data) != chunk.length:
+            raise LogFormatError(f"log file shrank: chunk at {chunk.offset} is gone")
+        return data
+
+    def head(self) -> tuple[int, int]:
+        """(offset, icount) at the end of the complete events read so far."""
+        return self.parser.offset, self.parser.icount

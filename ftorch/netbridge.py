@@ -1,0 +1,98 @@
+"""The guest NIC's frames between QEMU's stream netdev (a unix socket) and a tap on the LAN.
+
+QEMU's stream netdev frames each packet with a big-endian u32 length. The agent connects to
+QEMU's socket and copies frames both ways; inbound frames are timestamped so the log's
+staleness can be measured when they show up in the log.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+
+from .logtail import frame_key
+
+log = logging.getLogger("ftorch.netbridge")
+TUNSETIFF = 0x400454CA
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+MAX_TRACKED = 10000
+
+
+def open_tap(name: str) -> int:
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+    return fd
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        part = sock.recv(n - len(buf))
+        if not part:
+            raise ConnectionError("QEMU closed the netdev socket")
+        buf += part
+    return bytes(buf)
+
+
+class NetBridge:
+    def __init__(self, qemu_socket: str, tap: str) -> None:
+        self.qemu_socket = qemu_socket
+        self.tap = tap
+        self.inbound_times: dict[bytes, float] = {}
+        self.frames_in = 0
+        self.frames_out = 0
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self._tap_fd: int | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(self.qemu_socket)
+                break
+            except OSError:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self._sock = sock
+        self._tap_fd = open_tap(self.tap)
+        for fn, name in ((self._to_lan, "net-out"), (self._to_guest, "net-in")):
+            threading.Thread(target=fn, name=name, daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sock:
+            self._sock.close()
+
+    def _to_lan(self) -> None:
+        assert self._sock and self._tap_fd is not None
+        try:
+            while not self._stop.is_set():
+                (n,) = struct.unpack(">I", _recv_exact(self._sock, 4))
+                os.write(self._tap_fd, _recv_exact(self._sock, n))
+                self.frames_out += 1
+        except OSError as e:
+            if not self._stop.is_set():
+                log.warning("guest -> LAN stopped: %s", e)
+
+    def _to_guest(self) -> None:
+        assert self._sock and self._tap_fd is not None
+        try:
+            while not self._stop.is_set():
+                frame = os.read(self._tap_fd, 65536)
+                if len(self.inbound_times) > MAX_TRACKED:
+                    self.inbound_times.clear()
+                self.inbound_times[frame_key(frame)] = time.time()
+                self._sock.sendall(struct.pack(">I", len(frame)) + frame)
+                self.frames_in += 1
+        except OSError as e:
+            if not self._stop.is_set():
+                log.warning("LAN -> guest stopped: %s", e)

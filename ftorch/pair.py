@@ -1,0 +1,102 @@
+"""Operations on a pair from the operator's side: up, status, down. Agents do the work."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+from . import lab
+from .config import PairConfig
+from .control import call
+from .errors import AgentUnreachable, FtorchError
+from .layout import domain_name, paths
+from .prepare import fresh_host_dir
+from .virt import Host
+
+ROLE_OF = {"a": "primary", "b": "backup"}
+
+
+def uses_lab(cfg: PairConfig) -> bool:
+    return any(h.netns for h in cfg.hosts.values())
+
+
+def agent_call(cfg: PairConfig, key: str, cmd: str, timeout: float = 10.0, **args: Any) -> dict:
+    return call(paths(cfg, key).control, cmd, timeout=timeout, **args)
+
+
+def try_status(cfg: PairConfig, key: str) -> dict[str, Any]:
+    """An agent's status, or a stand-in saying why it is unreachable."""
+    try:
+        return agent_call(cfg, key, "status", timeout=5)
+    except AgentUnreachable as e:
+        return {"host": key, "role": "unreachable", "error": str(e)}
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise FtorchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _spawn_agent(cfg: PairConfig, key: str, role: str) -> None:
+    host = cfg.host(key)
+    cmd = [sys.executable, "-m", "ftorch", "agent", "run", cfg.source, "--host", key, "--role", role]
+    if host.netns:
+        cmd = ["ip", "netns", "exec", host.netns, *cmd]
+    log = open(paths(cfg, key).agent_log, "ab")
+    subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _reachable(cfg: PairConfig, key: str) -> bool:
+    try:
+        agent_call(cfg, key, "status", timeout=2)
+        return True
+    except (AgentUnreachable, FtorchError):
+        return False
+
+
+def up(cfg: PairConfig, wait: bool, timeout: float) -> None:
+    """Start host A as primary and host B as backup, with fresh disks and logs."""
+    if uses_lab(cfg):
+        lab.up()
+    host = Host()
+    host.check_qemu()
+    for key in ("a", "b"):
+        if _reachable(cfg, key) or host.lookup(domain_name(cfg, key)):
+            raise FtorchError(f"pair {cfg.pair} is already running on host {key}: "
+                              f"`ftorch down {cfg.source}` first")
+    for key in ("b", "a"):  # the backup listens before the primary connects
+        fresh_host_dir(cfg, key)
+        _spawn_agent(cfg, key, ROLE_OF[key])
+        wait_for(lambda k=key: _reachable(cfg, k), 30, f"the agent on host {key} "
+                 f"(see {paths(cfg, key).agent_log})")
+    if wait:
+        wait_for(lambda: try_status(cfg, "b").get("guest") in ("running", "paused"), timeout,
+                 "the backup to start replaying")
+
+
+def status(cfg: PairConfig) -> dict[str, Any]:
+    return {"pair": cfg.pair, "hosts": {k: try_status(cfg, k) for k in ("a", "b")}}
+
+
+def down(cfg: PairConfig, timeout: float, force: bool) -> dict[str, Any]:
+    """Stop the pair. Cleanly: the primary stops, the backup replays to the end, both quit."""
+    result: dict[str, Any] = {"pair": cfg.pair}
+    if not force and _reachable(cfg, "a") and _reachable(cfg, "b"):
+        agent_call(cfg, "a", "stop-guest")
+        done = agent_call(cfg, "b", "wait-finished", timeout=timeout + 5, timeout_=timeout)
+        result["backup"] = done
+        result["primary"] = try_status(cfg, "a")
+    for key in ("a", "b"):
+        try:
+            agent_call(cfg, key, "quit", timeout=5)
+        except (AgentUnreachable, FtorchError):
+            pass
+        wait_for(lambda k=key: not _reachable(cfg, k), 30, f"the agent on host {key} to quit")
+        Host().destroy(domain_name(cfg, key))  # idempotent: also when the agent was gone
+    return result

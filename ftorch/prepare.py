@@ -1,0 +1,39 @@
+"""Lay out a host's copy of a pair: kernel, initrd and a fresh data disk from the guest image."""
+from __future__ import annotations
+
+import pwd
+import shutil
+from pathlib import Path
+
+from .config import PairConfig
+from .errors import FtorchError
+from .layout import image_dir, paths
+
+QEMU_USER = "libvirt-qemu"
+
+
+def qemu_ids() -> tuple[int, int]:
+    """uid/gid QEMU runs as under libvirt: it must read and write the pair's files."""
+    try:
+        pw = pwd.getpwnam(QEMU_USER)
+    except KeyError:
+        raise FtorchError(f"user {QEMU_USER} missing: is libvirt-daemon-system installed?") from None
+    return pw.pw_uid, pw.pw_gid
+
+
+def fresh_host_dir(cfg: PairConfig, key: str) -> Path:
+    """Make the pair's folder on host `key` with a fresh copy of the guest image."""
+    img = image_dir(cfg)
+    for name in ("vmlinuz", "initramfs.cpio.gz", "data.qcow2"):
+        if not (img / name).exists():
+            raise FtorchError(f"guest image {img} lacks {name}: run `make image`")
+    p = paths(cfg, key)
+    if p.root.exists():
+        shutil.rmtree(p.root)
+    p.root.mkdir(parents=True)
+    uid, gid = qemu_ids()
+    for src, dst in (("vmlinuz", p.kernel), ("initramfs.cpio.gz", p.initrd), ("data.qcow2", p.disk)):
+        shutil.copyfile(img / src, dst)
+    for f in (p.root, p.disk):
+        shutil.chown(f, uid, gid)
+    return p.root

@@ -1,0 +1,75 @@
+"""The primary role: record the guest, bridge its NIC to the LAN, stream its log to the backup."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .config import PairConfig
+from .domain import Mode, render
+from .lab import TAP
+from .layout import domain_name, guest_spec, paths
+from .logtail import LogTail
+from .netbridge import NetBridge
+from .sender import Sender
+from .shim import build as build_shim
+from .virt import Guest, Host
+
+log = logging.getLogger("ftorch.primary")
+
+
+class Primary:
+    def __init__(self, cfg: PairConfig, key: str, host: Host) -> None:
+        self.cfg, self.key, self.host = cfg, key, host
+        self.paths = paths(cfg, key)
+        self.guest: Guest | None = None
+        peer = cfg.host(cfg.peer(key))
+        self.tail = LogTail(str(self.paths.rr_log), cfg.channel.frame_max_bytes)
+        self.net = NetBridge(str(self.paths.net_sock), TAP)
+        self.sender = Sender(self.tail, (peer.address, cfg.channel.port), cfg.pair,
+                             cfg.channel.heartbeat_s, cfg.channel.timeout_s, self.net.inbound_times)
+
+    def start(self) -> None:
+        shim = build_shim()
+        spec = guest_spec(self.cfg, self.key, Mode.RECORD, str(shim))
+        self.tail.start()
+        self.guest = self.host.start(render(spec))
+        log.info("recording %s (QEMU %s)", spec.name, self.host.check_qemu())
+        self.net.start()
+        self.sender.start()
+
+    def stop_guest(self) -> dict[str, Any]:
+        """Stop QEMU cleanly: it writes END and the header; the backup gets all of the log."""
+        if self.guest is not None and self.guest.is_active():
+            self.guest.stop_gracefully()
+        return {"stopping": domain_name(self.cfg, self.key)}
+
+    def close(self) -> None:
+        self.sender.stop()
+        self.net.stop()
+        self.tail.stop()
+        self.host.destroy(domain_name(self.cfg, self.key))
+
+    def status(self) -> dict[str, Any]:
+        s = self.sender.stats
+        offset, icount = self.tail.head()
+        active = self.guest is not None and self.guest.is_active()
+        if active and self.guest is not None:
+            try:
+                icount = max(icount, self.guest.replay().icount)
+            except Exception:  # the guest may be exiting between the two calls
+                pass
+        stale = sorted(s.staleness)
+        return {
+            "role": "primary", "guest": "running" if active else ("ended" if self.tail.ended else "stopped"),
+            "icount": icount, "log_offset": offset, "log_ended": self.tail.ended,
+            "log_error": self.tail.error,
+            "channel": {"state": s.state, "sent_bytes": s.sent_bytes, "sent_offset": s.sent_offset,
+                        "acked_offset": s.acked_offset, "connects": s.connects,
+                        "finished": s.finished},
+            "backup_icount": s.backup_icount,
+            "lag_instructions": max(0, icount - s.backup_icount),
+            "net": {"frames_in": self.net.frames_in, "frames_out": self.net.frames_out},
+            "staleness_s": {"samples": len(stale),
+                            "p50": stale[len(stale) // 2] if stale else None,
+                            "p99": stale[int(len(stale) * 0.99)] if stale else None},
+        }

@@ -1,0 +1,95 @@
+"""Backup side: hold the replaying QEMU inside what its pipe holds, via replay-break.
+
+Runs the `horizon.decide` loop over QMP: woken by new data (or every interval), it moves the
+break forward and continues the backup when it has stopped at the old one. Also measures lag.
+"""
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from collections import deque
+
+from .errors import VirtError
+from .feeder import Feeder
+from .horizon import decide
+from .virt import Guest
+
+log = logging.getLogger("ftorch.replayer")
+
+
+class ReplayController:
+    def __init__(self, guest: Guest, feeder: Feeder, margin: int, interval_s: float) -> None:
+        self.guest = guest
+        self.feeder = feeder
+        self.margin = margin
+        self.interval_s = interval_s
+        self.icount = 0
+        self.status = "prelaunch"
+        self.break_at: int | None = None
+        self.break_hits = 0
+        self.finished = False
+        self.error: str | None = None
+        self._stamps: deque[tuple[int, float]] = deque()   # (icount at chunk end, primary time)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="replayer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self.feeder.changed:
+            self.feeder.changed.notify_all()
+        self._thread.join(timeout=5)
+
+    def note_chunk(self, icount: int, primary_time: float) -> None:
+        """Remember when the primary recorded up to icount (for lag in seconds)."""
+        self._stamps.append((icount, primary_time))
+
+    def lag_seconds(self) -> float:
+        """How long ago the primary was where the backup is now."""
+        while len(self._stamps) > 1 and self._stamps[1][0] <= self.icount:
+            self._stamps.popleft()
+        if not self._stamps:
+            return 0.0
+        counts = [c for c, _ in self._stamps]
+        i = min(bisect.bisect_left(counts, self.icount), len(counts) - 1)
+        return max(0.0, time.time() - self._stamps[i][1]) if counts[i] > self.icount else 0.0
+
+    def _run(self) -> None:
+        last = 0.0
+        while not self._stop.is_set() and not self.finished:
+            with self.feeder.changed:
+                self.feeder.changed.wait(self.interval_s)
+            wait = self.interval_s - (time.monotonic() - last)
+            if wait > 0 and self._stop.wait(wait):
+                break
+            last = time.monotonic()
+            try:
+                self._step()
+            except VirtError as e:
+                if not self.guest.is_active():
+                    self.error = "the backup QEMU exited"
+                    log.error("%s at icount %d (%s)", self.error, self.icount, e)
+                    return
+                log.warning("replay control: %s", e)
+
+    def _step(self) -> None:
+        fed, final = self.feeder.icount, self.feeder.final
+        self.status = self.guest.status()
+        self.icount = self.guest.replay().icount
+        if final and self.icount >= fed:
+            self.finished = True
+            log.info("backup replayed the whole log: icount %d", self.icount)
+            return
+        d = decide(fed, self.margin, final, self.break_at, self.status, self.icount)
+        if self.status == "paused":
+            self.break_hits += 1
+            self.break_at = None
+        if d.set_break is not None:
+            self.guest.qmp("replay-break", icount=d.set_break)
+            self.break_at = d.set_break
+        if d.cont:
+            self.guest.qmp("cont")
