@@ -25,7 +25,7 @@ class Backup:
         self.paths = paths(cfg, key)
         self.guest: Guest | None = None
         self.controller: ReplayController | None = None
-        self.feeder = Feeder(self.paths.fifo, *qemu_ids())
+        self.feeder = Feeder(self.paths.fifo, self.paths.spool, *qemu_ids())
         me = cfg.host(key)
         self.receiver = Receiver((me.address, cfg.channel.port), cfg.pair, self.feeder,
                                  cfg.channel.timeout_s, self._icount, self._on_data)
@@ -81,10 +81,12 @@ class Backup:
             "role": "backup",
             "guest": (c.status if c and not c.error else ("exited" if c else "waiting for log")),
             "icount": icount, "fed_offset": self.feeder.offset, "fed_icount": self.feeder.icount,
-            "log_ended": self.feeder.final, "replay_finished": bool(c and c.finished),
+            "received_offset": self.feeder.received,
+            "received_icount": self.feeder.received_icount,
+            "log_ended": self.feeder.ended, "feed_error": self.feeder.error, "replay_finished": bool(c and c.finished),
             "replay_error": c.error if c else None,
             "channel": {"state": r.state, "received_bytes": r.received_bytes,
-                        "acked_offset": self.feeder.offset, "connects": r.connects,
+                        "acked_offset": self.feeder.received, "connects": r.connects,
                         "corrupt_frames": r.corrupt_frames, "last_error": r.last_error},
             "primary_icount": r.primary_icount,
             "lag_instructions": max(0, r.primary_icount - icount),

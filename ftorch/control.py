@@ -6,8 +6,9 @@ import logging
 import socket
 import socketserver
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import AgentUnreachable, FtorchError
 

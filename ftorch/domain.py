@@ -5,13 +5,13 @@ Pure: renders strings, touches nothing. What each option is for is in docs/qemu-
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
-from xml.sax.saxutils import quoteattr, escape
+from enum import StrEnum
+from xml.sax.saxutils import escape, quoteattr
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     RECORD = "record"
     REPLAY = "replay"
 

@@ -1,12 +1,15 @@
-"""Backup side: feed received log events into the named pipe the replaying QEMU reads.
+"""Backup side: spool the received log on local disk and feed it to the replaying QEMU's pipe.
 
-The pipe gets the 4 version bytes and then the log from byte 12 on (QEMU's seek to 12 fails on a
-pipe and is ignored). Writes go in pieces of at most 16 KiB; the fed offset and instruction count
-are published only once a whole frame's events are in the pipe.
+The receiver appends frames to the spool and acknowledges them at once, so a backup that replays
+slowly (a boot on a busy host) never slows the channel or the primary. A feeding thread copies
+spooled events into the named pipe: first the 4 version bytes, then the log from byte 12 on
+(QEMU's seek to 12 fails on a pipe and is ignored), in pieces of at most 16 KiB. The fed offset
+and instruction count are published only once a whole frame's events are in the pipe.
 """
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import stat
 import threading
@@ -14,23 +17,38 @@ from pathlib import Path
 
 from .replaylog import HEADER_SIZE, VERSION_BYTES
 
+log = logging.getLogger("ftorch.feeder")
 PIECE = 16384
 F_SETPIPE_SZ = 1031
 PIPE_BYTES = 1 << 20
 
 
+def make_fifo(fifo: Path, uid: int, gid: int) -> None:
+    if fifo.exists() and not stat.S_ISFIFO(fifo.stat().st_mode):
+        fifo.unlink()
+    if not fifo.exists():
+        os.mkfifo(fifo, 0o600)
+    os.chown(fifo, uid, gid)
+
+
 class Feeder:
-    def __init__(self, fifo: Path, owner_uid: int = -1, owner_gid: int = -1) -> None:
+    """Spool (received) and pipe (fed) positions of one backup's log stream."""
+
+    def __init__(self, fifo: Path, spool: Path, owner_uid: int = -1, owner_gid: int = -1) -> None:
         self.fifo = fifo
-        self.offset = HEADER_SIZE
+        self.received = HEADER_SIZE            # end of what is in the spool
+        self.received_icount = 0
+        self.offset = HEADER_SIZE              # end of what is in the pipe
         self.icount = 0
-        self.final = False
-        self.changed = threading.Condition()
-        if fifo.exists() and not stat.S_ISFIFO(fifo.stat().st_mode):
-            fifo.unlink()
-        if not fifo.exists():
-            os.mkfifo(fifo, 0o600)
-        os.chown(fifo, owner_uid, owner_gid)
+        self.ended = False                     # the primary's END is in the spool
+        self.final = False                     # ... and everything before it is in the pipe
+        self.error: str | None = None
+        self.changed = threading.Condition()   # fed position moved
+        self._arrived = threading.Condition()  # spool grew
+        self._chunks: list[tuple[int, int, int]] = []   # (offset, length, icount) not yet fed
+        self._stop = False
+        make_fifo(fifo, owner_uid, owner_gid)
+        self._spool = os.open(spool, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         # O_RDWR: opening never blocks and the reader never sees EOF while the agent lives.
         self._fd = os.open(fifo, os.O_RDWR)
         try:
@@ -38,24 +56,55 @@ class Feeder:
         except OSError:
             pass  # a smaller pipe only means more, smaller waits
         os.write(self._fd, VERSION_BYTES)
+        self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
+        self._thread.start()
 
-    def feed(self, offset: int, events: bytes, icount: int) -> None:
-        """Write complete events that start at `offset` and end at instruction count `icount`."""
-        if offset != self.offset:
-            raise ValueError(f"feed at {offset}, expected {self.offset}")
-        view = memoryview(events)
-        while view:
-            view = view[os.write(self._fd, view[:PIECE]):]
-        with self.changed:
-            self.offset += len(events)
-            self.icount = icount
-            self.changed.notify_all()
+    def append(self, offset: int, events: bytes, icount: int) -> None:
+        """Spool complete events that start at `offset` and end at instruction count `icount`."""
+        if offset != self.received:
+            raise ValueError(f"append at {offset}, expected {self.received}")
+        os.pwrite(self._spool, events, offset)
+        with self._arrived:
+            self._chunks.append((offset, len(events), icount))
+            self.received += len(events)
+            self.received_icount = icount
+            self._arrived.notify_all()
 
-    def finish(self) -> None:
-        """The whole log is in the pipe: the backup may run to its end."""
+    def end(self) -> None:
+        """The primary's log ended with what is spooled; once fed, the backup may run to its end."""
+        with self._arrived:
+            self.ended = True
+            self._arrived.notify_all()
+
+    def _next(self) -> tuple[int, int, int] | None:
+        with self._arrived:
+            self._arrived.wait_for(lambda: self._chunks or self.ended or self._stop)
+            return self._chunks.pop(0) if self._chunks else None
+
+    def _run(self) -> None:
+        try:
+            while not self._stop:
+                chunk = self._next()
+                if chunk is None:
+                    break
+                offset, length, icount = chunk
+                view = memoryview(os.pread(self._spool, length, offset))
+                while view:
+                    view = view[os.write(self._fd, view[:PIECE]):]
+                with self.changed:
+                    self.offset, self.icount = offset + length, icount
+                    self.changed.notify_all()
+        except OSError as e:
+            self.error = f"feeding the backup's pipe failed: {e}"
+            log.error("%s", self.error)
         with self.changed:
-            self.final = True
+            self.final = self.ended and self.error is None and not self._stop
             self.changed.notify_all()
 
     def close(self) -> None:
-        os.close(self._fd)
+        with self._arrived:
+            self._stop = True
+            self._arrived.notify_all()
+        os.close(self._fd)      # unblocks a write into a pipe nobody reads any more
+        self._thread.join(timeout=5)
+        os.close(self._spool)

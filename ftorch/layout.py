@@ -16,7 +16,7 @@ class PairPaths:
     def __getattr__(self, name: str) -> Path:
         files = {"disk": "data.qcow2", "kernel": "vmlinuz", "initrd": "initramfs.cpio.gz",
                  "rr_log": "rr.log", "serial": "serial.log", "net_sock": "net.sock",
-                 "fifo": "replay.fifo", "control": "agent.sock", "agent_log": "agent.log",
+                 "fifo": "replay.fifo", "spool": "rx.log", "control": "agent.sock", "agent_log": "agent.log",
                  "pid": "agent.pid"}
         if name in files:
             return self.root / files[name]

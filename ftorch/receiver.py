@@ -9,8 +9,8 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .errors import ChannelError, FrameError
 from .feeder import Feeder
@@ -82,13 +82,13 @@ class Receiver:
                 self.stats.state = "ended" if self.stats.ended else "listening"
 
     def _send(self, conn: socket.socket, kind: Kind, payload: bytes = b"") -> None:
-        conn.sendall(encode(Frame(kind, self.feeder.offset, self.backup_icount(), payload,
+        conn.sendall(encode(Frame(kind, self.feeder.received, self.backup_icount(), payload,
                                   stamp=now_us())))
 
     def _session(self, conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(0.2)
-        hello = Frame(Kind.HELLO, self.feeder.offset, self.feeder.icount, self.pair.encode(),
+        hello = Frame(Kind.HELLO, self.feeder.received, self.feeder.received_icount, self.pair.encode(),
                       stamp=now_us())
         conn.sendall(encode(hello))
         self.stats.state = "streaming"
@@ -114,20 +114,20 @@ class Receiver:
     def _handle(self, conn: socket.socket, frame: Frame) -> bool:
         """Act on one frame; True when the stream has ended."""
         if frame.kind == Kind.DATA:
-            if frame.offset != self.feeder.offset:
+            if frame.offset != self.feeder.received:
                 raise ChannelError(f"gap in the log stream: frame at {frame.offset}, "
-                                   f"expected {self.feeder.offset}")
-            self.feeder.feed(frame.offset, frame.payload, frame.icount)
+                                   f"expected {self.feeder.received}")
+            self.feeder.append(frame.offset, frame.payload, frame.icount)
             self.stats.received_bytes += len(frame.payload)
             self.on_data(frame)
             self._send(conn, Kind.ACK)
         elif frame.kind == Kind.BEAT:
             self.stats.primary_offset, self.stats.primary_icount = frame.offset, frame.icount
         elif frame.kind == Kind.END:
-            if frame.offset != self.feeder.offset:
-                raise ChannelError(f"END at {frame.offset} but only {self.feeder.offset} received")
+            if frame.offset != self.feeder.received:
+                raise ChannelError(f"END at {frame.offset} but only {self.feeder.received} received")
             self.stats.ended = True
-            self.feeder.finish()
+            self.feeder.end()
             log.info("primary's log ended at offset %d, icount %d", frame.offset, frame.icount)
             return True
         if frame.kind in (Kind.DATA, Kind.END):

@@ -172,4 +172,7 @@ def scan_file(path: str) -> LogParser:
     if parser.pending:
         raise LogFormatError(f"{path}: log ends inside an event at offset {parser.offset} "
                              f"({parser.pending} bytes of a partial event)")
+    if not parser.ended:
+        raise LogFormatError(f"{path}: log has no END event at offset {parser.offset}: "
+                             "truncated, or the recorder was killed")
     return parser

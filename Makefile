@@ -1,0 +1,31 @@
+# ftorch: `make demo` and `make test` do all the set-up on a fresh Debian 12 machine (as root).
+PY := .venv/bin/python
+CONFIG ?= examples/lab.yaml
+
+.PHONY: setup image shim demo test unit e2e bench lint clean
+
+setup:            ## system packages (QEMU 10.0 from bookworm-backports, libvirt 9.0) and .venv
+	bash scripts/setup.sh
+
+image: setup      ## the test guest (kernel, busybox initramfs, data disk); cached by content hash
+	$(PY) vm-images/build.py
+
+demo: image       ## a protected guest on two namespace hosts, a client, then a clean stop
+	$(PY) scripts/demo.py $(CONFIG)
+
+test: image       ## unit tests, then end-to-end tests with real QEMU, libvirtd and namespaces
+	$(PY) -m pytest -v -m "not e2e" tests
+	$(PY) -m pytest -v -x -m e2e tests
+
+unit:
+	$(PY) -m pytest -q -m "not e2e" tests
+
+bench: image      ## benchmarks; writes bench/results/*.json and bench/results/latest.md
+	$(PY) bench/run.py
+
+lint:
+	$(PY) -m ruff check ftorch tests bench vm-images scripts
+
+clean:
+	-$(PY) -m ftorch lab down
+	rm -rf vm-images/build

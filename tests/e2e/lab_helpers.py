@@ -1,0 +1,77 @@
+"""Helpers for end-to-end tests: a pair in the lab, a client in the client namespace."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+FTORCH = [sys.executable, "-m", "ftorch"]
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
+    """Poll cond until it returns something truthy; fail the test after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def ftorch(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    p = subprocess.run([*FTORCH, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if check and p.returncode != 0:
+        raise AssertionError(f"ftorch {' '.join(args)} exited {p.returncode}: {p.stderr.strip()}")
+    return p
+
+
+def build_image() -> Path:
+    subprocess.run([sys.executable, str(ROOT / "vm-images/build.py")], check=True,
+                   capture_output=True)
+    return (ROOT / "vm-images/build/current").resolve()
+
+
+def write_config(tmp: Path, pair: str, **overrides: Any) -> Path:
+    data = yaml.safe_load((ROOT / "examples/lab.yaml").read_text())
+    data["pair"] = pair
+    data["guest"]["image"] = str(build_image())
+    for section, values in overrides.items():
+        data[section].update(values)
+    path = tmp / f"{pair}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def status(cfg: Path) -> dict[str, Any]:
+    return json.loads(ftorch("status", str(cfg), "--json", check=False).stdout or "{}")
+
+
+def side(cfg: Path, key: str) -> dict[str, Any]:
+    return status(cfg).get("hosts", {}).get(key, {})
+
+
+class Client:
+    """kvclient in the client namespace, in the background."""
+
+    def __init__(self, out: Path, duration: float, prefix: str = "k", verify: bool = True) -> None:
+        self.out = out
+        cmd = ["ip", "netns", "exec", "ftorch-client", sys.executable, "-m", "ftorch.kvclient",
+               "--duration", str(duration), "--prefix", prefix, "--out", str(out)]
+        self.proc = subprocess.Popen(cmd + (["--verify"] if verify else []), cwd=ROOT,
+                                     stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    def result(self, timeout: float) -> dict[str, Any]:
+        _, err = self.proc.communicate(timeout=timeout)
+        assert self.out.exists(), f"client wrote no result: {err}"
+        return json.loads(self.out.read_text())

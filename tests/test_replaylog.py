@@ -1,0 +1,99 @@
+import json
+import lzma
+import random
+import struct
+from pathlib import Path
+
+import pytest
+
+from ftorch.errors import LogFormatError
+from ftorch.replaylog import (
+    ASYNC_NET,
+    END,
+    HEADER_SIZE,
+    INSTRUCTION,
+    REPLAY_VERSION,
+    LogParser,
+    check_header,
+    scan_file,
+)
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def real_log() -> bytes:
+    return lzma.decompress((FIX / "boot.rr.xz").read_bytes())
+
+
+def test_real_log_total_equals_qemu_count(real_log):
+    expected = json.loads((FIX / "boot.json").read_text())["icount"]
+    check_header(real_log[:HEADER_SIZE])
+    p = LogParser()
+    assert p.feed(real_log[HEADER_SIZE:]) == len(real_log) - HEADER_SIZE
+    assert p.icount == expected
+    assert p.ended and p.pending == 0
+    assert p.counts[8] > 0, "the fixture should hold disk (ASYNC_BLOCK) events"
+
+
+def test_split_feeding_gives_same_boundaries(real_log):
+    body = real_log[HEADER_SIZE:HEADER_SIZE + 400_000]
+    whole = LogParser()
+    whole.feed(body)
+    rng = random.Random(7)
+    p, pos, boundaries = LogParser(), 0, []
+    while pos < len(body):
+        n = rng.randint(1, 3000)
+        p.feed(body[pos:pos + n])
+        boundaries.append((p.offset, p.icount))
+        pos += n
+    assert (p.offset, p.icount) == (whole.offset, whole.icount)
+    # every boundary is a real event boundary: re-parsing up to it leaves nothing pending
+    for off, ic in rng.sample(boundaries, 20):
+        q = LogParser()
+        q.feed(body[:off - HEADER_SIZE])
+        assert (q.offset, q.icount, q.pending) == (off, ic, 0)
+
+
+def test_partial_event_is_held_back():
+    p = LogParser()
+    assert p.feed(bytes([INSTRUCTION, 0, 0])) == 0
+    assert p.pending == 3 and p.offset == HEADER_SIZE
+    p.feed(bytes([1, 0]))
+    assert (p.offset, p.icount, p.pending) == (HEADER_SIZE + 5, 256, 0)
+
+
+def test_net_event_payload_and_frames():
+    frame = b"\xaa" * 60
+    ev = bytes([ASYNC_NET, 3]) + struct.pack(">II", 0, len(frame)) + frame
+    p = LogParser()
+    p.net_frames = []
+    p.feed(ev[:20])
+    assert p.net_frames == []
+    p.feed(ev[20:])
+    assert p.net_frames == [frame] and p.pending == 0
+
+
+def test_header_errors():
+    with pytest.raises(LogFormatError, match="still running or was killed"):
+        check_header(bytes(12))
+    with pytest.raises(LogFormatError, match="not the supported"):
+        check_header(struct.pack(">I", 0xE0200B) + bytes(8))
+    with pytest.raises(LogFormatError, match="truncated"):
+        check_header(struct.pack(">I", REPLAY_VERSION))
+
+
+def test_garbage_and_data_after_end():
+    with pytest.raises(LogFormatError, match="unknown replay event kind 200"):
+        LogParser().feed(bytes([200]))
+    with pytest.raises(LogFormatError, match="after the END"):
+        LogParser().feed(bytes([END, INSTRUCTION]))
+
+
+def test_scan_file_reports_truncation(tmp_path, real_log):
+    f = tmp_path / "cut.log"
+    f.write_bytes(real_log[:100_003])
+    with pytest.raises(LogFormatError, match="ends inside an event|no END event"):
+        scan_file(str(f))
+    f.write_bytes(real_log)
+    assert scan_file(str(f)).ended
