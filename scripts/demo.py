@@ -14,12 +14,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from ftorch import lab, pair
 from ftorch.config import load
 from ftorch.layout import paths
 from ftorch.replaylog import scan_file
+
+ROOT = Path(__file__).resolve().parents[1]
 
 console = Console()
 WRITE_S = 30
