@@ -26,11 +26,12 @@ def setup_logging() -> None:
 
 
 class Agent:
-    def __init__(self, config_path: str, key: str, role: str) -> None:
+    def __init__(self, config_path: str, key: str, role: str, mode: str = "protected") -> None:
         self.cfg = load(config_path)
         self.key = key
         self.paths = paths(self.cfg, key)
-        self.role = ROLES[role](self.cfg, key, Host())
+        self.role = (Primary(self.cfg, key, Host(), mode) if role == "primary"
+                     else ROLES[role](self.cfg, key, Host()))
         self.done = threading.Event()
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -68,6 +69,6 @@ class Agent:
             log.info("agent for %s on host %s stopped", self.cfg.pair, self.key)
 
 
-def main(config_path: str, key: str, role: str) -> int:
+def main(config_path: str, key: str, role: str, mode: str = "protected") -> int:
     setup_logging()
-    return Agent(config_path, key, role).run()
+    return Agent(config_path, key, role, mode).run()

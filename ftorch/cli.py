@@ -85,17 +85,23 @@ def lab_status(as_json: bool = typer.Option(False, "--json", help="Machine-reada
 @app.command()
 def up(config: str = typer.Argument(..., help="The pair's YAML config."),
        wait: bool = typer.Option(True, help="Wait until the backup is replaying."),
-       timeout: float = typer.Option(180, help="Seconds to wait for the backup.")) -> None:
+       timeout: float = typer.Option(180, help="Seconds to wait for the backup."),
+       unprotected: bool = typer.Option(False, "--unprotected",
+                                        help="Record on host A only; no backup."),
+       plain: bool = typer.Option(False, "--plain", hidden=True,
+                                  help="No record/replay at all (benchmark baseline).")) -> None:
     """Start a protected pair: host A records the guest, host B replays its log.
 
     Example: ftorch up examples/lab.yaml && ftorch status examples/lab.yaml
     """
     cfg = _config(config)
+    mode = "plain" if plain else "unprotected" if unprotected else "protected"
     try:
-        pair_ops.up(cfg, wait, timeout)
+        pair_ops.up(cfg, wait, timeout, mode)
     except FtorchError as e:
         _fail(e)
-    console.print(f"pair {cfg.pair} is up: primary on host a, backup on host b")
+    console.print(f"pair {cfg.pair} is up: primary on host a"
+                  + (", backup on host b" if mode == "protected" else f" ({mode}, no backup)"))
 
 
 def _status_table(data: dict[str, Any]) -> None:
@@ -146,10 +152,12 @@ def down(config: str = typer.Argument(..., help="The pair's YAML config."),
 
 @agent_app.command("run")
 def agent_run(config: str, host: str = typer.Option(..., help="a or b"),
-              role: str = typer.Option(..., help="primary or backup")) -> None:
+              role: str = typer.Option(..., help="primary or backup"),
+              mode: str = typer.Option("protected", help="primary only: protected, unprotected, "
+                                                         "plain")) -> None:
     """Run this host's agent in the foreground (logs to stderr with timestamps)."""
     from .agent import main
-    raise typer.Exit(main(config, host, role))
+    raise typer.Exit(main(config, host, role, mode))
 
 
 @debug_app.command("corrupt-frame")

@@ -14,6 +14,7 @@ QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 class Mode(StrEnum):
     RECORD = "record"
     REPLAY = "replay"
+    PLAIN = "plain"      # no record/replay at all: the baseline benchmarks compare against
 
 
 @dataclass(frozen=True)
@@ -40,22 +41,26 @@ class GuestSpec:
 
 def qemu_args(spec: GuestSpec) -> list[str]:
     """The QEMU arguments libvirt cannot express: icount record/replay, blkreplay, stream NIC."""
+    nic = [  # A stream netdev lets the agent own the LAN port (and later the output gate);
+             # e1000 replays where virtio-net still hangs on 10.0.2.
+           "-netdev", f"stream,id=n1,server=on,addr.type=unix,addr.path={spec.net_socket}",
+           "-device", f"e1000,netdev=n1,mac={spec.mac},bus=pci.0,addr=0x6"]
+    smbios = ["-smbios", f"type=1,uuid={spec.smbios_uuid}"]
+    if spec.mode == Mode.PLAIN:
+        return [*smbios, "-drive", f"file={spec.disk},format=qcow2,if=none,id=img-direct",
+                "-device", "virtio-blk-pci,drive=img-direct,bus=pci.0,addr=0x5", *nic]
     args = ["-icount", f"shift=auto,rr={spec.mode.value},rrfile={spec.rr_log}",
             # The guest sees the SMBIOS UUID (Linux mixes DMI data into its entropy), so both
             # sides must show the same one; libvirt gives every domain its own, and overriding
             # it here leaves libvirt's per-domain UUIDs unique. A differing UUID diverged
             # the replay during boot (docs/qemu-notes.md).
-            "-smbios", f"type=1,uuid={spec.smbios_uuid}",
+            *smbios,
             # blkreplay makes disk completions part of the log; libvirt knows nothing of it,
             # so the devices carry explicit PCI addresses that stay clear of libvirt's own.
             "-drive", f"file={spec.disk},format=qcow2,if=none,id=img-direct",
             "-drive", "driver=blkreplay,if=none,image=img-direct,id=img-blkreplay",
             "-device", "virtio-blk-pci,drive=img-blkreplay,bus=pci.0,addr=0x5",
-            # A stream netdev lets the agent own the LAN port (and later the output gate);
-            # e1000 replays where virtio-net still hangs on 10.0.2.
-            "-netdev", f"stream,id=n1,server=on,addr.type=unix,addr.path={spec.net_socket}",
-            "-device", f"e1000,netdev=n1,mac={spec.mac},bus=pci.0,addr=0x6",
-            "-object", "filter-replay,id=fr1,netdev=n1"]
+            *nic, "-object", "filter-replay,id=fr1,netdev=n1"]
     if spec.loadvm:
         args += ["-loadvm", spec.loadvm]
     return args

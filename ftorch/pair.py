@@ -43,9 +43,10 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def _spawn_agent(cfg: PairConfig, key: str, role: str) -> None:
+def _spawn_agent(cfg: PairConfig, key: str, role: str, mode: str = "protected") -> None:
     host = cfg.host(key)
-    cmd = [sys.executable, "-m", "ftorch", "agent", "run", cfg.source, "--host", key, "--role", role]
+    cmd = [sys.executable, "-m", "ftorch", "agent", "run", cfg.source, "--host", key, "--role", role,
+           "--mode", mode]
     if host.netns:
         cmd = ["ip", "netns", "exec", host.netns, *cmd]
     log = open(paths(cfg, key).agent_log, "ab")
@@ -61,8 +62,10 @@ def _reachable(cfg: PairConfig, key: str) -> bool:
         return False
 
 
-def up(cfg: PairConfig, wait: bool, timeout: float) -> None:
-    """Start host A as primary and host B as backup, with fresh disks and logs."""
+def up(cfg: PairConfig, wait: bool, timeout: float, mode: str = "protected") -> None:
+    """Start host A as primary and host B as backup, with fresh disks and logs.
+
+    mode unprotected or plain: host A only (no backup)."""
     if uses_lab(cfg):
         lab.up()
     host = Host()
@@ -71,12 +74,13 @@ def up(cfg: PairConfig, wait: bool, timeout: float) -> None:
         if _reachable(cfg, key) or host.lookup(domain_name(cfg, key)):
             raise FtorchError(f"pair {cfg.pair} is already running on host {key}: "
                               f"`ftorch down {cfg.source}` first")
-    for key in ("b", "a"):  # the backup listens before the primary connects
+    keys = ("b", "a") if mode == "protected" else ("a",)  # the backup listens first
+    for key in keys:
         fresh_host_dir(cfg, key)
-        _spawn_agent(cfg, key, ROLE_OF[key])
+        _spawn_agent(cfg, key, ROLE_OF[key], mode)
         wait_for(lambda k=key: _reachable(cfg, k), 30, f"the agent on host {key} "
                  f"(see {paths(cfg, key).agent_log})")
-    if wait:
+    if wait and mode == "protected":
         wait_for(lambda: try_status(cfg, "b").get("guest") in ("running", "paused"), timeout,
                  "the backup to start replaying")
 
@@ -88,7 +92,8 @@ def status(cfg: PairConfig) -> dict[str, Any]:
 def down(cfg: PairConfig, timeout: float, force: bool) -> dict[str, Any]:
     """Stop the pair. Cleanly: the primary stops, the backup replays to the end, both quit."""
     result: dict[str, Any] = {"pair": cfg.pair}
-    if not force and _reachable(cfg, "a") and _reachable(cfg, "b"):
+    if not force and _reachable(cfg, "a") and _reachable(cfg, "b") and \
+            try_status(cfg, "a").get("mode") == "protected":
         agent_call(cfg, "a", "stop-guest")
         done = agent_call(cfg, "b", "wait-finished", timeout=timeout + 5, timeout_=timeout)
         result["backup"] = done

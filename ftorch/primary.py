@@ -18,8 +18,11 @@ log = logging.getLogger("ftorch.primary")
 
 
 class Primary:
-    def __init__(self, cfg: PairConfig, key: str, host: Host) -> None:
+    def __init__(self, cfg: PairConfig, key: str, host: Host, mode: str = "protected") -> None:
+        """mode: protected (record + stream to the backup), unprotected (record only),
+        plain (no record/replay: the benchmarks' baseline)."""
         self.cfg, self.key, self.host = cfg, key, host
+        self.mode = mode
         self.paths = paths(cfg, key)
         self.guest: Guest | None = None
         peer = cfg.host(cfg.peer(key))
@@ -29,13 +32,17 @@ class Primary:
                              cfg.channel.heartbeat_s, cfg.channel.timeout_s, self.net.inbound_times)
 
     def start(self) -> None:
-        shim = build_shim()
-        spec = guest_spec(self.cfg, self.key, Mode.RECORD, str(shim))
-        self.tail.start()
+        version = self.host.check_qemu()
+        if self.mode == "plain":
+            spec = guest_spec(self.cfg, self.key, Mode.PLAIN)
+        else:
+            spec = guest_spec(self.cfg, self.key, Mode.RECORD, str(build_shim()))
+            self.tail.start()
         self.guest = self.host.start(render(spec))
-        log.info("recording %s (QEMU %s)", spec.name, self.host.check_qemu())
+        log.info("running %s %s (QEMU %s)", spec.name, self.mode, version)
         self.net.start()
-        self.sender.start()
+        if self.mode == "protected":
+            self.sender.start()
 
     def stop_guest(self) -> dict[str, Any]:
         """Stop QEMU cleanly: it writes END and the header; the backup gets all of the log."""
@@ -44,10 +51,15 @@ class Primary:
         return {"stopping": domain_name(self.cfg, self.key)}
 
     def close(self) -> None:
+        """Stop QEMU cleanly if it still runs (so its log is complete), then everything else."""
+        name = domain_name(self.cfg, self.key)
+        if self.guest is not None and self.guest.is_active():
+            self.guest.stop_gracefully()
+            self.host.wait_gone(name, timeout=15)
         self.sender.stop()
         self.net.stop()
         self.tail.stop()
-        self.host.destroy(domain_name(self.cfg, self.key))
+        self.host.destroy(name)
 
     def status(self) -> dict[str, Any]:
         s = self.sender.stats
@@ -60,7 +72,8 @@ class Primary:
                 pass
         stale = sorted(s.staleness)
         return {
-            "role": "primary", "guest": "running" if active else ("ended" if self.tail.ended else "stopped"),
+            "role": "primary", "mode": self.mode,
+            "guest": "running" if active else ("ended" if self.tail.ended else "stopped"),
             "icount": icount, "log_offset": offset, "log_ended": self.tail.ended,
             "log_error": self.tail.error,
             "channel": {"state": s.state, "sent_bytes": s.sent_bytes, "sent_offset": s.sent_offset,

@@ -26,6 +26,7 @@ class ReplayController:
         self.margin = margin
         self.interval_s = interval_s
         self.icount = 0
+        self.moved_at = time.time()      # when the backup last advanced
         self.status = "prelaunch"
         self.break_at: int | None = None
         self.break_hits = 0
@@ -49,14 +50,18 @@ class ReplayController:
         self._stamps.append((icount, primary_time))
 
     def lag_seconds(self) -> float:
-        """How long ago the primary was where the backup is now."""
+        """How much later than the primary the backup reached its current position.
+
+        Measured when the backup got there, not now: a backup waiting at its break while the
+        primary idles is as close as it may be, and its lag does not grow.
+        """
         while len(self._stamps) > 1 and self._stamps[1][0] <= self.icount:
             self._stamps.popleft()
         if not self._stamps:
             return 0.0
         counts = [c for c, _ in self._stamps]
         i = min(bisect.bisect_left(counts, self.icount), len(counts) - 1)
-        return max(0.0, time.time() - self._stamps[i][1]) if counts[i] > self.icount else 0.0
+        return max(0.0, self.moved_at - self._stamps[i][1])
 
     def _run(self) -> None:
         last = 0.0
@@ -79,7 +84,9 @@ class ReplayController:
     def _step(self) -> None:
         fed, final = self.feeder.icount, self.feeder.final
         self.status = self.guest.status()
-        self.icount = self.guest.replay().icount
+        icount = self.guest.replay().icount
+        if icount != self.icount:
+            self.icount, self.moved_at = icount, time.time()
         if final and self.icount >= fed:
             self.finished = True
             log.info("backup replayed the whole log: icount %d", self.icount)

@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""`make bench`: replication figures against baselines measured in the same run.
+
+Scenarios, same guest and workload: plain (no record/replay), recorded alone (unprotected),
+and the protected pair. Each: boot, wait for the service (and, for the pair, for the backup to
+catch up), IDLE_S of idle, then LOAD_S of a client writing over one TCP connection.
+Writes bench/results/replication.json, bench/results/latest.md and bench/results/lag.png.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.progress import Progress
+
+from ftorch import lab, pair
+from ftorch.config import load
+from ftorch.layout import paths
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench/results"
+IDLE_S = 30.0
+LOAD_S = 30.0
+console = Console()
+
+
+def pct(xs: list[float], p: float) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def summary(xs: list[float]) -> dict[str, float | None]:
+    return {"n": len(xs), "p50": pct(xs, 50), "p99": pct(xs, 99), "max": max(xs) if xs else None}
+
+
+class SerialTicks(threading.Thread):
+    """When each `tick N` line appeared in a serial file (polled every 2 ms)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.path, self.seen, self.stop = path, {}, False
+
+    def run(self) -> None:
+        pos, buf = 0, b""
+        while not self.stop:
+            try:
+                with open(self.path, "rb") as f:
+                    f.seek(pos)
+                    data = f.read()
+            except FileNotFoundError:
+                data = b""
+            now = time.time()
+            pos += len(data)
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                m = re.match(rb"tick (\d+)", line)
+                if m:
+                    self.seen.setdefault(int(m.group(1)), now)
+            time.sleep(0.002)
+
+
+def config(tmp: Path) -> Path:
+    data = yaml.safe_load((ROOT / "examples/lab.yaml").read_text())
+    data["pair"] = "bench"
+    data["guest"]["image"] = str((ROOT / "vm-images/build/current").resolve())
+    p = tmp / "bench.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def client(duration: float, out: Path, wait: float = 180) -> dict:
+    subprocess.run(["ip", "netns", "exec", lab.CLIENT_NS, sys.executable, "-m", "ftorch.kvclient",
+                    "--duration", str(duration), "--wait", str(wait), "--out", str(out)],
+                   check=False, capture_output=True, cwd=ROOT)
+    return json.loads(out.read_text())
+
+
+def log_size(cfg) -> int:
+    p = paths(cfg, "a").rr_log
+    return p.stat().st_size if p.exists() else 0
+
+
+def scenario(name: str, mode: str, cfg_path: Path, tmp: Path, progress: Progress) -> dict:
+    cfg = load(cfg_path)
+    task = progress.add_task(f"{name}: booting", total=None)
+    pair.down(cfg, timeout=10, force=True)
+    pair.up(cfg, wait=True, timeout=300, mode=mode)
+    client(1, tmp / "warm.json")  # the service answers: boot is over
+    result: dict = {"mode": mode}
+    if mode == "protected":
+        progress.update(task, description=f"{name}: backup catching up")
+        recent: list[float] = []
+
+        def caught_up() -> bool:  # five samples in a row under 0.5 s: the boot backlog is gone
+            lag = pair.try_status(cfg, "b").get("lag_seconds")
+            recent.append(lag if isinstance(lag, float) else 1e9)
+            return len(recent) >= 5 and max(recent[-5:]) < 0.5
+        pair.wait_for(caught_up, 300, "the backup to catch up")
+    ticks = {k: SerialTicks(paths(cfg, k).serial) for k in ("a", "b")}
+    for t in ticks.values():
+        t.start()
+    lag_samples: list[tuple[float, float]] = []
+    sampling = True
+
+    def sample() -> None:
+        while sampling:
+            s = pair.try_status(cfg, "b")
+            if isinstance(s.get("lag_seconds"), float):
+                lag_samples.append((time.time(), s["lag_seconds"]))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    if mode == "protected":
+        sampler.start()
+    progress.update(task, description=f"{name}: idle {IDLE_S:.0f} s")
+    b0, t0 = log_size(cfg), time.time()
+    time.sleep(IDLE_S)  # measuring the idle guest, not synchronising
+    b1, t1 = log_size(cfg), time.time()
+    progress.update(task, description=f"{name}: client load {LOAD_S:.0f} s")
+    load_res = client(LOAD_S, tmp / f"{name}.json")
+    b2, t2 = log_size(cfg), time.time()
+    sampling = False
+    st = pair.status(cfg)
+    for t in ticks.values():
+        t.stop = True
+    result.update({
+        "requests": len(load_res["acked"]), "errors": load_res["errors"],
+        "request_rate": load_res["rate"], "rtt_s": summary(load_res["rtt_s"]),
+    })
+    if mode != "plain":
+        result["log_mbit_s"] = {"idle": (b1 - b0) * 8 / 1e6 / (t1 - t0),
+                                "load": (b2 - b1) * 8 / 1e6 / (t2 - t1)}
+    if mode == "protected":
+        a = st["hosts"]["a"]
+        ta, tb = ticks["a"].seen, ticks["b"].seen
+        tick_lag = [tb[n] - ta[n] for n in ta if n in tb and ta[n] >= t0]
+        result["staleness_s"] = a["staleness_s"]
+        result["lag_s_serial"] = summary(tick_lag)
+        result["lag_s_status"] = summary([v for _, v in lag_samples])
+        result["lag_trace"] = [(round(t - t0, 3), round(v, 4)) for t, v in lag_samples]
+        result["backup_break_hits"] = st["hosts"]["b"].get("break_hits")
+    progress.update(task, description=f"{name}: stopping")
+    pair.down(cfg, timeout=300, force=mode != "protected")
+    progress.update(task, description=f"{name}: done", completed=1, total=1)
+    return result
+
+
+def fmt(x: float | None, unit: str = "", scale: float = 1.0, digits: int = 3) -> str:
+    return "-" if x is None else f"{x * scale:.{digits}f}{unit}"
+
+
+def markdown(res: dict) -> str:
+    p, r, f = res["plain"], res["recorded"], res["pair"]
+    lines = [f"# Replication benchmark ({res['date']}, {res['machine']})", "",
+             f"Workload: idle {IDLE_S:.0f} s, then one client writing over one TCP connection for "
+             f"{LOAD_S:.0f} s (`PUT` answered after fsync). Same guest in every row.", "",
+             "| scenario | requests/s | ratio to plain | RTT p50 | RTT p99 | log Mbit/s idle | "
+             "log Mbit/s load |", "|---|---|---|---|---|---|---|"]
+    for name, x in (("plain (no record/replay)", p), ("recorded alone", r), ("protected pair", f)):
+        lm = x.get("log_mbit_s", {})
+        lines.append(f"| {name} | {x['request_rate']:.1f} | {x['request_rate'] / p['request_rate']:.2f} "
+                     f"| {fmt(x['rtt_s']['p50'], ' ms', 1e3, 1)} | {fmt(x['rtt_s']['p99'], ' ms', 1e3, 1)} "
+                     f"| {fmt(lm.get('idle'), '', 1, 3)} | {fmt(lm.get('load'), '', 1, 3)} |")
+    s, ls, lq = f["staleness_s"], f["lag_s_serial"], f["lag_s_status"]
+    lines += ["", "| protected pair | p50 | p99 | max | samples |", "|---|---|---|---|---|",
+              f"| log staleness, recorded to sent (inbound frame to its log event on the wire) "
+              f"| {fmt(s['p50'], ' ms', 1e3, 1)} | {fmt(s['p99'], ' ms', 1e3, 1)} | - | {s['samples']} |",
+              f"| backup lag, serial tick on A to same tick on B | {fmt(ls['p50'], ' s')} "
+              f"| {fmt(ls['p99'], ' s')} | {fmt(ls['max'], ' s')} | {ls['n']} |",
+              f"| backup lag, agent's estimate every 100 ms | {fmt(lq['p50'], ' s')} "
+              f"| {fmt(lq['p99'], ' s')} | {fmt(lq['max'], ' s')} | {lq['n']} |",
+              "", f"Backup break hits: {f.get('backup_break_hits')}. Lag over time: `lag.png`."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    trace = res["pair"]["lag_trace"]
+    if not trace:
+        return
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.plot([t for t, _ in trace], [v * 1e3 for _, v in trace], lw=0.8)
+    ax.axvline(IDLE_S, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel(f"seconds (idle, then client load from {IDLE_S:.0f} s)")
+    ax.set_ylabel("backup lag (ms)")
+    ax.set_title("ftorch backup lag (agent estimate)")
+    fig.tight_layout()
+    fig.savefig(OUT / "lag.png", dpi=100)
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    res: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                 "machine": f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} "
+                            "cores, TCG"}
+    with tempfile.TemporaryDirectory() as d, Progress(console=console) as progress:
+        tmp = Path(d)
+        cfg = config(tmp)
+        try:
+            for name, mode in (("plain", "plain"), ("recorded", "unprotected"), ("pair", "protected")):
+                res[name] = scenario(name, mode, cfg, tmp, progress)
+        finally:
+            pair.down(load(cfg), timeout=10, force=True)
+            lab.down()
+    for name in ("plain", "recorded", "pair"):
+        res[name]["ratio_to_plain"] = res[name]["request_rate"] / res["plain"]["request_rate"]
+    (OUT / "replication.json").write_text(json.dumps(res, indent=2) + "\n")
+    (OUT / "latest.md").write_text(markdown(res))
+    plot(res)
+    console.print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Logging channel end to end without QEMU: a growing log file, the sender, the receiver, the
+spool and the pipe, over real TCP on loopback. What comes out of the pipe must be exactly the
+version bytes and the log from byte 12 on, whatever happens to the connection."""
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ftorch.feeder import Feeder
+from ftorch.logtail import LogTail
+from ftorch.receiver import Receiver
+from ftorch.replaylog import END, HEADER_SIZE, INSTRUCTION, VERSION_BYTES
+from ftorch.sender import Sender
+
+
+def events(n: int, start: int = 0) -> bytes:
+    """n INSTRUCTION events of 1000 + i instructions, plus a CLOCK event every 10."""
+    out = bytearray()
+    for i in range(start, start + n):
+        out += bytes([INSTRUCTION]) + struct.pack(">I", 1000 + i)
+        if i % 10 == 0:
+            out += bytes([28]) + struct.pack(">q", i)
+    return bytes(out)
+
+
+def icount_of(n: int) -> int:
+    return sum(1000 + i for i in range(n))
+
+
+class PipeReader(threading.Thread):
+    def __init__(self, fifo: Path) -> None:
+        super().__init__(daemon=True)
+        self.fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.data = bytearray()
+        self.stop = False
+
+    def run(self) -> None:
+        while not self.stop:
+            try:
+                chunk = os.read(self.fd, 65536)
+                self.data += chunk
+            except BlockingIOError:
+                time.sleep(0.002)
+
+
+class Proxy(threading.Thread):
+    """TCP forwarder between sender and receiver whose connections the test can cut."""
+
+    def __init__(self, target: int) -> None:
+        super().__init__(daemon=True)
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.target = target
+        self.socks: list[socket.socket] = []
+
+    def run(self) -> None:
+        while True:
+            try:
+                a, _ = self.srv.accept()
+            except OSError:
+                return
+            b = socket.create_connection(("127.0.0.1", self.target))
+            self.socks += [a, b]
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pump, args=(x, y), daemon=True).start()
+
+    @staticmethod
+    def _pump(x: socket.socket, y: socket.socket) -> None:
+        try:
+            while data := x.recv(65536):
+                y.sendall(data)
+        except OSError:
+            pass
+        for s in (x, y):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        for s in self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.socks.clear()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(cond, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def channel(tmp_path, request):
+    log_path = tmp_path / "rr.log"
+    log_path.write_bytes(bytes(HEADER_SIZE))  # a recording writes its header last
+    feeder = Feeder(tmp_path / "replay.fifo", tmp_path / "rx.log")
+    reader = PipeReader(tmp_path / "replay.fifo")
+    if not request.node.get_closest_marker("stalled_backup"):
+        reader.start()
+    port = free_port()
+    receiver = Receiver(("127.0.0.1", port), "t", feeder, timeout_s=2.0,
+                        backup_icount=lambda: 0, on_data=lambda f: None)
+    receiver.start()
+    proxy = Proxy(port)
+    proxy.start()
+    tail = LogTail(str(log_path), max_chunk=4096)
+    tail.start()
+    sender = Sender(tail, ("127.0.0.1", proxy.port), "t", heartbeat_s=0.1, timeout_s=2.0)
+    sender.proxy = proxy
+    sender.start()
+    yield log_path, feeder, reader, receiver, sender
+    proxy.srv.close()
+    sender.stop()
+    tail.stop()
+    receiver.stop()
+    reader.stop = True
+    feeder.close()
+
+
+def append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def test_stream_arrives_exactly_and_ends(channel):
+    log_path, feeder, reader, receiver, sender = channel
+    body = events(3000)
+    for i in range(0, len(body), 777):  # the recorder writes at arbitrary event cuts
+        append(log_path, body[i:i + 777])
+    append(log_path, bytes([END]))
+    wait(lambda: sender.stats.finished and feeder.final)
+    assert bytes(reader.data) == VERSION_BYTES + body + bytes([END])
+    assert feeder.icount == icount_of(3000)
+    assert sender.stats.acked_offset == HEADER_SIZE + len(body) + 1
+
+
+def test_dropped_connection_resumes_from_last_ack(channel):
+    log_path, feeder, reader, receiver, sender = channel
+    first, second = events(1000), events(1000, start=1000)
+    append(log_path, first)
+    wait(lambda: feeder.received == HEADER_SIZE + len(first))
+    connects = receiver.stats.connects
+    sender.proxy.cut()  # the connection breaks under both agents' feet
+    for i in range(0, len(second), 500):
+        append(log_path, second[i:i + 500])
+    wait(lambda: feeder.received == HEADER_SIZE + len(first) + len(second))
+    wait(lambda: len(reader.data) == 4 + len(first) + len(second))
+    assert bytes(reader.data) == VERSION_BYTES + first + second  # nothing lost, nothing twice
+    assert receiver.stats.connects > connects and sender.stats.connects >= 2
+
+
+def test_corrupt_frame_never_reaches_the_pipe(channel):
+    log_path, feeder, reader, receiver, sender = channel
+    first = events(500)
+    append(log_path, first)
+    wait(lambda: len(reader.data) == 4 + len(first))
+    sender.corrupt_next.set()
+    second = events(500, start=500)
+    append(log_path, second)
+    wait(lambda: receiver.stats.corrupt_frames == 1)
+    wait(lambda: len(reader.data) == 4 + len(first) + len(second))
+    assert bytes(reader.data) == VERSION_BYTES + first + second
+    assert receiver.stats.connects >= 2
+    assert "checksum mismatch" in receiver.stats.last_error
+
+
+@pytest.mark.stalled_backup
+def test_stalled_backup_does_not_stall_the_channel(channel):
+    """Nobody reads the pipe (a backup QEMU that cannot keep up): the log still flows and is
+    acknowledged into the backup's spool, far past what the pipe can hold."""
+    log_path, feeder, reader, receiver, sender = channel
+    body = events(400_000)  # ~2.6 MB, more than the 1 MiB pipe
+    append(log_path, body)
+    wait(lambda: sender.stats.acked_offset == HEADER_SIZE + len(body), timeout=60)
+    assert feeder.received == HEADER_SIZE + len(body)
+    assert feeder.offset < feeder.received  # the pipe is full; the rest waits in the spool
+    reader.start()
+    wait(lambda: len(reader.data) == 4 + len(body), timeout=60)
+    assert bytes(reader.data) == VERSION_BYTES + body
+
+
+def test_backup_of_another_recording_is_refused(tmp_path):
+    """A backup whose spool holds another log resumes at an offset this log cannot match."""
+    log_path = tmp_path / "rr.log"
+    log_path.write_bytes(bytes(HEADER_SIZE) + events(100))
+    tail = LogTail(str(log_path), max_chunk=4096)
+    tail.start()
+    wait(lambda: tail.head()[0] == HEADER_SIZE + len(events(100)))
+    with pytest.raises(Exception, match="not a chunk boundary"):
+        tail.icount_at(HEADER_SIZE + 3)
+    tail.stop()

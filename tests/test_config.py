@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ftorch.config import load, parse
+from ftorch.errors import ConfigError, VersionError
+from ftorch.virt import check_qemu_version
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples/lab.yaml"
+
+
+def base() -> dict:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def test_example_config_loads():
+    cfg = load(EXAMPLE)
+    assert cfg.pair == "demo" and cfg.host("b").address == "10.77.0.2"
+    assert cfg.peer("a") == "b" and cfg.channel.port == 7400
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.pop("guest"), r"^guest: required field is missing$"),
+    (lambda d: d["guest"].pop("ip"), r"^guest\.ip: required field is missing$"),
+    (lambda d: d["guest"].update(ip="10.77.0.10"), r"guest\.ip: .* needs a prefix length"),
+    (lambda d: d["guest"].update(memory_mib="lots"), r"guest\.memory_mib: expected int"),
+    (lambda d: d["guest"].update(mac="00:11:22:33:44:55"), r"guest\.mac: .*52:54:00"),
+    (lambda d: d["hosts"].pop("b"), r"hosts: needs exactly the two hosts"),
+    (lambda d: d["hosts"]["a"].update(address="host-a"), r"hosts\.a\.address: 'host-a' is not"),
+    (lambda d: d["hosts"]["a"].update(dir="relative"), r"hosts\.a\.dir: must be an absolute"),
+    (lambda d: d["channel"].update(port=70000), r"channel\.port: 70000 is not a TCP port"),
+    (lambda d: d["channel"].update(timeout_s=0.5), r"channel\.timeout_s: .* at least 3 heartbeats"),
+    (lambda d: d["channel"].update(colour="red"), r"channel\.colour: unknown field"),
+    (lambda d: d.update(pair="Demo Pair"), r"^pair: 'Demo Pair' must be lowercase"),
+    (lambda d: d.update(extra=1), r"^extra: unknown top-level field"),
+    (lambda d: d["replay"].update(margin_instructions=-5), r"replay\.margin_instructions: must be positive"),
+])
+def test_config_errors_name_the_field(mutate, message):
+    data = base()
+    mutate(data)
+    with pytest.raises(ConfigError, match=message):
+        parse(data)
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pair: demo\nguest: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load(bad)
+
+
+def test_qemu_version_check():
+    assert check_qemu_version({"qemu": {"major": 10, "minor": 0, "micro": 2}}) == "10.0.2"
+    with pytest.raises(VersionError, match="QEMU 7.2.0 is not supported.*bookworm-backports"):
+        check_qemu_version({"qemu": {"major": 7, "minor": 2, "micro": 0}})
