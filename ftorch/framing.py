@@ -13,6 +13,7 @@ payload. Big-endian throughout. A DATA frame's stamp is when the primary read it
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
@@ -25,6 +26,11 @@ _HEAD = struct.Struct(">2sBBQQQI")
 _CRC = struct.Struct(">I")
 HEADER_SIZE = _HEAD.size + _CRC.size
 MAX_PAYLOAD = 1 << 20
+
+
+def now_us() -> int:
+    """Wall clock in microseconds, the unit of frame stamps."""
+    return int(time.time() * 1e6)
 
 
 class Kind(IntEnum):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from .errors import LogFormatError
 from .replaylog import HEADER_SIZE, LogParser
+from .worker import Worker
 
 log = logging.getLogger("ftorch.logtail")
 POLL_S = 0.0005
@@ -39,8 +40,10 @@ def frame_key(frame: bytes) -> bytes:
     return hashlib.blake2b(frame, digest_size=8).digest()
 
 
-class LogTail:
+class LogTail(Worker):
     """Follows one recording log file in a thread; thread-safe accessors for the sender."""
+
+    thread_name = "logtail"
 
     def __init__(self, path: str, max_chunk: int = 65536) -> None:
         self.path = path
@@ -51,16 +54,8 @@ class LogTail:
         self._starts: list[int] = []
         self._chunks: list[Chunk] = []
         self._cond = threading.Condition()
-        self._stop = threading.Event()
         self._fd: int | None = None
-        self._thread = threading.Thread(target=self._run, name="logtail", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        super().__init__()
 
     @property
     def ended(self) -> bool:

@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import ChannelError, FrameError
 from .feeder import Feeder
-from .framing import Frame, FrameDecoder, Kind, encode
+from .framing import Frame, FrameDecoder, Kind, encode, now_us
+from .worker import Worker
 
 log = logging.getLogger("ftorch.receiver")
-
-
-def now_us() -> int:
-    return int(time.time() * 1e6)
 
 
 @dataclass
@@ -36,7 +32,9 @@ class ReceiverStats:
     last_error: str = ""
 
 
-class Receiver:
+class Receiver(Worker):
+    thread_name = "receiver"
+
     def __init__(self, bind: tuple[str, int], pair: str, feeder: Feeder, timeout_s: float,
                  backup_icount: Callable[[], int], on_data: Callable[[Frame], None]) -> None:
         self.bind = bind
@@ -46,17 +44,12 @@ class Receiver:
         self.backup_icount = backup_icount
         self.on_data = on_data
         self.stats = ReceiverStats()
-        self._stop = threading.Event()
         self._srv = socket.create_server(bind, reuse_port=False)
         self._srv.settimeout(0.2)
-        self._thread = threading.Thread(target=self._run, name="receiver", daemon=True)
+        super().__init__()
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+    def stop(self, timeout: float = 5.0) -> None:
+        super().stop(timeout)
         self._srv.close()
 
     def _run(self) -> None:

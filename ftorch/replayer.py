@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import threading
 import time
 from collections import deque
 
@@ -15,11 +14,14 @@ from .errors import VirtError
 from .feeder import Feeder
 from .horizon import decide
 from .virt import Guest
+from .worker import Worker
 
 log = logging.getLogger("ftorch.replayer")
 
 
-class ReplayController:
+class ReplayController(Worker):
+    thread_name = "replayer"
+
     def __init__(self, guest: Guest, feeder: Feeder, margin: int, interval_s: float) -> None:
         self.guest = guest
         self.feeder = feeder
@@ -33,17 +35,11 @@ class ReplayController:
         self.finished = False
         self.error: str | None = None
         self._stamps: deque[tuple[int, float]] = deque()   # (icount at chunk end, primary time)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="replayer", daemon=True)
+        super().__init__()
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
+    def _wake(self) -> None:
         with self.feeder.changed:
             self.feeder.changed.notify_all()
-        self._thread.join(timeout=5)
 
     def note_chunk(self, icount: int, primary_time: float) -> None:
         """Remember when the primary recorded up to icount (for lag in seconds)."""
@@ -83,7 +79,7 @@ class ReplayController:
 
     def _step(self) -> None:
         fed, final = self.feeder.icount, self.feeder.final
-        self.status = self.guest.status()
+        self.status = self.guest.run_state()
         icount = self.guest.replay().icount
         if icount != self.icount:
             self.icount, self.moved_at = icount, time.time()

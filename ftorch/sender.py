@@ -15,15 +15,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .errors import ChannelError, FrameError, LogFormatError
-from .framing import Frame, FrameDecoder, Kind, encode
+from .framing import Frame, FrameDecoder, Kind, encode, now_us
 from .logtail import LogTail
+from .worker import Worker
 
 log = logging.getLogger("ftorch.sender")
 WINDOW_BYTES = 8 << 20
-
-
-def now_us() -> int:
-    return int(time.time() * 1e6)
 
 
 @dataclass
@@ -39,7 +36,9 @@ class SenderStats:
     staleness: deque[float] = field(default_factory=lambda: deque(maxlen=20000))
 
 
-class Sender:
+class Sender(Worker):
+    thread_name = "sender"
+
     def __init__(self, tail: LogTail, peer: tuple[str, int], pair: str, heartbeat_s: float,
                  timeout_s: float, inbound_times: dict[bytes, float] | None = None) -> None:
         self.tail = tail
@@ -50,15 +49,7 @@ class Sender:
         self.stats = SenderStats()
         self.inbound_times = inbound_times if inbound_times is not None else {}
         self.corrupt_next = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sender", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        super().__init__()
 
     def _run(self) -> None:
         while not self._stop.is_set() and not self.stats.finished:

@@ -69,6 +69,15 @@ class Guest:
         """QEMU run state: running, paused, shutdown, ..."""
         return self.qmp("query-status")["status"]
 
+    def run_state(self) -> str:
+        """running / paused / other, from libvirt's cached state: no monitor round-trip."""
+        try:
+            state, _ = self._dom.state()
+        except libvirt.libvirtError as e:
+            raise VirtError(f"{self.name}: cannot read its state: {e.get_error_message()}") from None
+        return {libvirt.VIR_DOMAIN_RUNNING: "running",
+                libvirt.VIR_DOMAIN_PAUSED: "paused"}.get(state, "other")
+
     def is_active(self) -> bool:
         try:
             return bool(self._dom.isActive())
