@@ -70,11 +70,12 @@ class SerialTicks(threading.Thread):
             time.sleep(0.002)
 
 
-def config(tmp: Path) -> Path:
+def config(tmp: Path, name: str, **replay: int) -> Path:
     data = yaml.safe_load((ROOT / "examples/lab.yaml").read_text())
     data["pair"] = "bench"
     data["guest"]["image"] = str((ROOT / "vm-images/build/current").resolve())
-    p = tmp / "bench.yaml"
+    data["replay"].update(replay)
+    p = tmp / f"{name}.yaml"
     p.write_text(yaml.safe_dump(data))
     return p
 
@@ -100,13 +101,7 @@ def scenario(name: str, mode: str, cfg_path: Path, tmp: Path, progress: Progress
     result: dict = {"mode": mode}
     if mode == "protected":
         progress.update(task, description=f"{name}: backup catching up")
-        recent: list[float] = []
-
-        def caught_up() -> bool:  # five samples in a row under 0.5 s: the boot backlog is gone
-            lag = pair.try_status(cfg, "b").get("lag_seconds")
-            recent.append(lag if isinstance(lag, float) else 1e9)
-            return len(recent) >= 5 and max(recent[-5:]) < 0.5
-        pair.wait_for(caught_up, 300, "the backup to catch up")
+        pair.wait_caught_up(cfg, timeout=300)
     ticks = {k: SerialTicks(paths(cfg, k).serial) for k in ("a", "b")}
     for t in ticks.values():
         t.start()
@@ -146,6 +141,7 @@ def scenario(name: str, mode: str, cfg_path: Path, tmp: Path, progress: Progress
         ta, tb = ticks["a"].seen, ticks["b"].seen
         tick_lag = [tb[n] - ta[n] for n in ta if n in tb and ta[n] >= t0]
         result["staleness_s"] = a["staleness_s"]
+        result["gate"] = a.get("gate")
         result["lag_s_serial"] = summary(tick_lag)
         result["lag_s_status"] = summary([v for _, v in lag_samples])
         result["lag_trace"] = [(round(t - t0, 3), round(v, 4)) for t, v in lag_samples]
@@ -161,26 +157,33 @@ def fmt(x: float | None, unit: str = "", scale: float = 1.0, digits: int = 3) ->
 
 
 def markdown(res: dict) -> str:
-    p, r, f = res["plain"], res["recorded"], res["pair"]
+    p, r, f, n = res["plain"], res["recorded"], res["pair"], res["pair_noshim"]
     lines = [f"# Replication benchmark ({res['date']}, {res['machine']})", "",
              f"Workload: idle {IDLE_S:.0f} s, then one client writing over one TCP connection for "
              f"{LOAD_S:.0f} s (`PUT` answered after fsync). Same guest in every row.", "",
              "| scenario | requests/s | ratio to plain | RTT p50 | RTT p99 | log Mbit/s idle | "
              "log Mbit/s load |", "|---|---|---|---|---|---|---|"]
-    for name, x in (("plain (no record/replay)", p), ("recorded alone", r), ("protected pair", f)):
+    for name, x in (("plain (no record/replay)", p), ("recorded alone", r), ("protected pair", f),
+                    ("protected pair, no flush shim", n)):
         lm = x.get("log_mbit_s", {})
         lines.append(f"| {name} | {x['request_rate']:.1f} | {x['request_rate'] / p['request_rate']:.2f} "
                      f"| {fmt(x['rtt_s']['p50'], ' ms', 1e3, 1)} | {fmt(x['rtt_s']['p99'], ' ms', 1e3, 1)} "
                      f"| {fmt(lm.get('idle'), '', 1, 3)} | {fmt(lm.get('load'), '', 1, 3)} |")
-    s, ls, lq = f["staleness_s"], f["lag_s_serial"], f["lag_s_status"]
-    lines += ["", "| protected pair | p50 | p99 | max | samples |", "|---|---|---|---|---|",
-              f"| log staleness, recorded to sent (inbound frame to its log event on the wire) "
-              f"| {fmt(s['p50'], ' ms', 1e3, 1)} | {fmt(s['p99'], ' ms', 1e3, 1)} | - | {s['samples']} |",
-              f"| backup lag, serial tick on A to same tick on B | {fmt(ls['p50'], ' s')} "
-              f"| {fmt(ls['p99'], ' s')} | {fmt(ls['max'], ' s')} | {ls['n']} |",
-              f"| backup lag, agent's estimate every 100 ms | {fmt(lq['p50'], ' s')} "
-              f"| {fmt(lq['p99'], ' s')} | {fmt(lq['max'], ' s')} | {lq['n']} |",
-              "", f"Backup break hits: {f.get('backup_break_hits')}. Lag over time: `lag.png`."]
+    lines += ["", "| measure | flush shim | p50 | p99 | max | samples |", "|---|---|---|---|---|---|"]
+    for label, x in (("on (1 ms)", f), ("off (QEMU's 4 KiB stdio)", n)):
+        s, ls, lq = x["staleness_s"], x["lag_s_serial"], x["lag_s_status"]
+        lines += [
+            f"| log staleness: inbound frame given to QEMU until its log event is on the wire | {label} "
+            f"| {fmt(s['p50'], ' ms', 1e3, 1)} | {fmt(s['p99'], ' ms', 1e3, 1)} | - | {s['samples']} |",
+            f"| backup lag: serial tick on A until the same tick on B | {label} "
+            f"| {fmt(ls['p50'], ' s')} | {fmt(ls['p99'], ' s')} | {fmt(ls['max'], ' s')} | {ls['n']} |",
+            f"| backup lag: agent's estimate every 100 ms | {label} | {fmt(lq['p50'], ' s')} "
+            f"| {fmt(lq['p99'], ' s')} | {fmt(lq['max'], ' s')} | {lq['n']} |"]
+    g = f.get("gate") or {}
+    lines += ["", f"Output gate (shim on): {g.get('released')} frames released, added delay p50 "
+              f"{fmt(g.get('delay_p50'), ' ms', 1e3, 2)}, p99 {fmt(g.get('delay_p99'), ' ms', 1e3, 2)}."]
+    lines += ["", f"Backup break hits (shim on): {f.get('backup_break_hits')}. "
+              "Lag over time: `lag.png`."]
     return "\n".join(lines) + "\n"
 
 
@@ -208,14 +211,16 @@ def main() -> int:
                             "cores, TCG"}
     with tempfile.TemporaryDirectory() as d, Progress(console=console) as progress:
         tmp = Path(d)
-        cfg = config(tmp)
+        cfg = config(tmp, "bench")
+        runs = (("plain", "plain", cfg), ("recorded", "unprotected", cfg), ("pair", "protected", cfg),
+                ("pair_noshim", "protected", config(tmp, "noshim", flush_us=0)))
         try:
-            for name, mode in (("plain", "plain"), ("recorded", "unprotected"), ("pair", "protected")):
-                res[name] = scenario(name, mode, cfg, tmp, progress)
+            for name, mode, path in runs:
+                res[name] = scenario(name, mode, path, tmp, progress)
         finally:
             pair.down(load(cfg), timeout=10, force=True)
             lab.down()
-    for name in ("plain", "recorded", "pair"):
+    for name, _, _ in runs:
         res[name]["ratio_to_plain"] = res[name]["request_rate"] / res["plain"]["request_rate"]
     (OUT / "replication.json").write_text(json.dumps(res, indent=2) + "\n")
     (OUT / "latest.md").write_text(markdown(res))

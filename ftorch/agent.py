@@ -45,6 +45,9 @@ class Agent:
         if cmd == "inject" and isinstance(self.role, Primary) and req.get("what") == "corrupt-frame":
             self.role.sender.corrupt_next.set()
             return {"injected": "corrupt-frame"}
+        if cmd == "hold-acks" and isinstance(self.role, Backup):
+            (self.role.receiver.hold_acks.set if req.get("on") else self.role.receiver.hold_acks.clear)()
+            return {"hold_acks": bool(req.get("on"))}
         if cmd == "quit":
             self.done.set()
             return {"quitting": True}

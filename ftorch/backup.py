@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from .config import PairConfig
@@ -25,6 +26,7 @@ class Backup:
         self.paths = paths(cfg, key)
         self.guest: Guest | None = None
         self.controller: ReplayController | None = None
+        self.stamps: deque[tuple[int, float]] = deque()   # for lag: see ReplayController
         self.feeder = Feeder(self.paths.fifo, self.paths.spool, *qemu_ids())
         me = cfg.host(key)
         self.receiver = Receiver((me.address, cfg.channel.port), cfg.pair, self.feeder,
@@ -41,8 +43,7 @@ class Backup:
         return self.controller.icount if self.controller else 0
 
     def _on_data(self, frame: Frame) -> None:
-        if self.controller:
-            self.controller.note_chunk(frame.icount, frame.stamp / 1e6)
+        self.stamps.append((frame.icount, frame.stamp / 1e6))
 
     def _start_when_fed(self) -> None:
         """QEMU reads the first event while starting: start it only once there is enough."""
@@ -52,7 +53,7 @@ class Backup:
         spec = guest_spec(self.cfg, self.key, Mode.REPLAY)
         self.guest = self.host.start(render(spec), paused=True)
         self.controller = ReplayController(self.guest, self.feeder, margin,
-                                           self.cfg.replay.break_interval_ms / 1000)
+                                           self.cfg.replay.break_interval_ms / 1000, self.stamps)
         self.controller.start()
         self._started.set()
         log.info("replaying %s from the stream", spec.name)

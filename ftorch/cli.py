@@ -171,6 +171,18 @@ def corrupt_frame(config: str) -> None:
     console.print("the next DATA frame will be corrupted")
 
 
+@debug_app.command("hold-acks")
+def hold_acks(config: str, on: bool = typer.Argument(..., help="true: stop acking; false: resume")) -> None:
+    """Make the backup receive and spool the log without acknowledging it (the primary's output
+    gate must then hold every outbound frame)."""
+    cfg = _config(config)
+    try:
+        pair_ops.agent_call(cfg, "b", "hold-acks", on=on)
+    except FtorchError as e:
+        _fail(e)
+    console.print(f"backup acks {'held' if on else 'resumed'}")
+
+
 def main() -> None:
     app(prog_name="ftorch")
 

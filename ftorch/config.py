@@ -140,7 +140,9 @@ def validate(cfg: PairConfig) -> PairConfig:
         raise ConfigError("channel.frame_max_bytes: must be within 4096..1048576")
     _positive(cfg.replay.margin_instructions, "replay.margin_instructions")
     _positive(cfg.replay.break_interval_ms, "replay.break_interval_ms")
-    _positive(cfg.replay.flush_us, "replay.flush_us")
+    if cfg.replay.flush_us < 0:
+        raise ConfigError(f"replay.flush_us: must be 0 (no flush shim) or positive, "
+                          f"got {cfg.replay.flush_us}")
     if not cfg.shared_dir.startswith("/"):
         raise ConfigError(f"shared_dir: must be an absolute path, got {cfg.shared_dir!r}")
     return cfg

@@ -43,8 +43,10 @@ class Feeder:
         self.ended = False                     # the primary's END is in the spool
         self.final = False                     # ... and everything before it is in the pipe
         self.error: str | None = None
-        self.changed = threading.Condition()   # fed position moved
-        self._arrived = threading.Condition()  # spool grew
+        # One condition for "the spool grew" and "the pipe got more": the feeding thread and the
+        # replay controller both wait on it.
+        self.changed = threading.Condition()
+        self._arrived = self.changed
         self._chunks: list[tuple[int, int, int]] = []   # (offset, length, icount) not yet fed
         self._stop = False
         make_fifo(fifo, owner_uid, owner_gid)

@@ -1,8 +1,8 @@
 """Where to hold the backup: pure decisions for the replay-break control loop.
 
-The backup must never run into the end of what is in its pipe (QEMU stalls or exits there), so
-it is held by `replay-break` at `fed - margin` instructions, the break moved forward as data
-arrives. QEMU deletes a break when it is hit and pauses; the loop then sets the next one and
+The backup must never run into the end of what it has received (QEMU stalls or exits there),
+so it is held by `replay-break` at `received - margin` instructions, the break moved forward as
+data arrives. QEMU deletes a break when it is hit and pauses; the loop then sets the next one and
 continues. Once the whole log is in the pipe (END received), the break goes to its very end.
 """
 from __future__ import annotations
@@ -18,18 +18,18 @@ class Decision:
     cont: bool              # issue cont
 
 
-def target(fed_icount: int, margin: int, final: bool) -> int:
+def target(received_icount: int, margin: int, final: bool) -> int:
     """The furthest count the backup may run to with what is in its pipe."""
-    return fed_icount if final else fed_icount - margin
+    return received_icount if final else received_icount - margin
 
 
-def decide(fed_icount: int, margin: int, final: bool, break_at: int | None, status: str,
+def decide(received_icount: int, margin: int, final: bool, break_at: int | None, status: str,
            icount: int) -> Decision:
     """Next step given what is fed, the break in force (None if none) and the backup's state."""
     paused = status in PAUSED_STATES
     if paused and status == "paused":
         break_at = None  # QEMU deletes a break when it is hit
-    goal = target(fed_icount, margin, final)
+    goal = target(received_icount, margin, final)
     set_break = goal if goal > icount and (break_at is None or goal > break_at) else None
     in_force = set_break if set_break is not None else break_at
     cont = paused and in_force is not None and in_force > icount

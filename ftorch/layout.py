@@ -48,7 +48,8 @@ def smbios_uuid(cfg: PairConfig) -> str:
 def guest_spec(cfg: PairConfig, key: str, mode: Mode, shim: str | None = None) -> GuestSpec:
     p = paths(cfg, key)
     ip = ipaddress.ip_interface(cfg.guest.ip)
-    env = {"FTORCH_RR_LOG": str(p.rr_log), "FTORCH_FLUSH_US": str(cfg.replay.flush_us)}
+    env = {"FTORCH_RR_LOG": str(p.rr_log), "FTORCH_FLUSH_US": str(cfg.replay.flush_us),
+           "FTORCH_NET_SOCK": str(p.net_sock)}
     return GuestSpec(
         name=domain_name(cfg, key), kernel=str(p.kernel), initrd=str(p.initrd),
         cmdline=f"console=ttyS0 quiet {cfg.guest.cmdline_extra} ftorch.ip={ip.with_prefixlen}",

@@ -13,8 +13,11 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 
 from .logtail import frame_key
+from .outputgate import OutputGate
 
 log = logging.getLogger("ftorch.netbridge")
 TUNSETIFF = 0x400454CA
@@ -39,10 +42,38 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
+class GatedOutput:
+    """The output gate on a real port: frames leave through `write` as acks allow, in order."""
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        self.gate = OutputGate()
+        self.write = write
+        self.delays: deque[float] = deque(maxlen=20000)
+        self._lock = threading.Lock()
+
+    def submit(self, frame: bytes, required: int) -> None:
+        with self._lock:
+            self._emit(self.gate.submit(frame, required, time.time()))
+
+    def ack(self, offset: int) -> None:
+        with self._lock:
+            self._emit(self.gate.ack(offset, time.time()))
+
+    def _emit(self, frames: list[tuple[bytes, float]]) -> None:
+        for frame, delay in frames:
+            self.write(frame)
+            self.delays.append(delay)
+
+
 class NetBridge:
-    def __init__(self, qemu_socket: str, tap: str) -> None:
+    def __init__(self, qemu_socket: str, tap: str,
+                 log_size: Callable[[], int] | None = None) -> None:
+        """log_size given: outbound frames go through the output gate, each needing the log
+        acknowledged up to the log's size when the frame came out of QEMU."""
         self.qemu_socket = qemu_socket
         self.tap = tap
+        self.log_size = log_size
+        self.gated: GatedOutput | None = None
         self.inbound_times: dict[bytes, float] = {}
         self.frames_in = 0
         self.frames_out = 0
@@ -64,6 +95,9 @@ class NetBridge:
                 time.sleep(0.05)
         self._sock = sock
         self._tap_fd = open_tap(self.tap)
+        if self.log_size is not None:
+            tap_fd = self._tap_fd
+            self.gated = GatedOutput(lambda frame: os.write(tap_fd, frame))
         for fn, name in ((self._to_lan, "net-out"), (self._to_guest, "net-in")):
             threading.Thread(target=fn, name=name, daemon=True).start()
 
@@ -77,7 +111,11 @@ class NetBridge:
         try:
             while not self._stop.is_set():
                 (n,) = struct.unpack(">I", _recv_exact(self._sock, 4))
-                os.write(self._tap_fd, _recv_exact(self._sock, n))
+                frame = _recv_exact(self._sock, n)
+                if self.gated is not None and self.log_size is not None:
+                    self.gated.submit(frame, self.log_size())
+                else:
+                    os.write(self._tap_fd, frame)
                 self.frames_out += 1
         except OSError as e:
             if not self._stop.is_set():

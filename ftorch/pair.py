@@ -43,6 +43,20 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def wait_caught_up(cfg: PairConfig, timeout: float, max_lag_s: float = 0.5,
+                   samples: int = 5) -> None:
+    """Wait until the backup's lag stays under max_lag_s for `samples` readings in a row
+    (after a boot the backup replays a backlog first)."""
+    recent: list[float] = []
+
+    def caught_up() -> bool:
+        lag = try_status(cfg, "b").get("lag_seconds")
+        recent.append(lag if isinstance(lag, float) else float("inf"))
+        return len(recent) >= samples and max(recent[-samples:]) < max_lag_s
+
+    wait_for(caught_up, timeout, f"the backup's lag to stay under {max_lag_s} s")
+
+
 def _spawn_agent(cfg: PairConfig, key: str, role: str, mode: str = "protected") -> None:
     host = cfg.host(key)
     cmd = [sys.executable, "-m", "ftorch", "agent", "run", cfg.source, "--host", key, "--role", role,

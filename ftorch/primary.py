@@ -27,16 +27,26 @@ class Primary:
         self.guest: Guest | None = None
         peer = cfg.host(cfg.peer(key))
         self.tail = LogTail(str(self.paths.rr_log), cfg.channel.frame_max_bytes)
-        self.net = NetBridge(str(self.paths.net_sock), TAP)
+        gated = mode == "protected"
+        self.net = NetBridge(str(self.paths.net_sock), TAP, self._log_size if gated else None)
         self.sender = Sender(self.tail, (peer.address, cfg.channel.port), cfg.pair,
-                             cfg.channel.heartbeat_s, cfg.channel.timeout_s, self.net.inbound_times)
+                             cfg.channel.heartbeat_s, cfg.channel.timeout_s, self.net.inbound_times,
+                             on_ack=self._on_ack)
+
+    def _log_size(self) -> int:
+        return self.paths.rr_log.stat().st_size
+
+    def _on_ack(self, offset: int) -> None:
+        if self.net.gated is not None:
+            self.net.gated.ack(offset)
 
     def start(self) -> None:
         version = self.host.check_qemu()
         if self.mode == "plain":
             spec = guest_spec(self.cfg, self.key, Mode.PLAIN)
         else:
-            spec = guest_spec(self.cfg, self.key, Mode.RECORD, str(build_shim()))
+            shim = str(build_shim()) if self.cfg.replay.flush_us else None  # 0: QEMU's own 4 KiB
+            spec = guest_spec(self.cfg, self.key, Mode.RECORD, shim)
             self.tail.start()
         self.guest = self.host.start(render(spec))
         log.info("running %s %s (QEMU %s)", spec.name, self.mode, version)
@@ -71,6 +81,8 @@ class Primary:
             except Exception:  # the guest may be exiting between the two calls
                 pass
         stale = sorted(s.staleness)
+        g = self.net.gated
+        delays = sorted(g.delays) if g else []
         return {
             "role": "primary", "mode": self.mode,
             "guest": "running" if active else ("ended" if self.tail.ended else "stopped"),
@@ -82,6 +94,10 @@ class Primary:
             "backup_icount": s.backup_icount,
             "lag_instructions": max(0, icount - s.backup_icount),
             "net": {"frames_in": self.net.frames_in, "frames_out": self.net.frames_out},
+            "gate": None if g is None else {
+                "held": g.gate.held, "released": g.gate.released, "open": g.gate.open,
+                "delay_p50": delays[len(delays) // 2] if delays else None,
+                "delay_p99": delays[int(len(delays) * 0.99)] if delays else None},
             "staleness_s": {"samples": len(stale),
                             "p50": stale[len(stale) // 2] if stale else None,
                             "p99": stale[int(len(stale) * 0.99)] if stale else None},

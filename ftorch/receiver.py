@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class Receiver(Worker):
         self.backup_icount = backup_icount
         self.on_data = on_data
         self.stats = ReceiverStats()
+        self.hold_acks = threading.Event()   # fault injection: receive and spool, but stay silent
         self._srv = socket.create_server(bind, reuse_port=False)
         self._srv.settimeout(0.2)
         super().__init__()
@@ -113,7 +115,8 @@ class Receiver(Worker):
             self.feeder.append(frame.offset, frame.payload, frame.icount)
             self.stats.received_bytes += len(frame.payload)
             self.on_data(frame)
-            self._send(conn, Kind.ACK)
+            if not self.hold_acks.is_set():
+                self._send(conn, Kind.ACK)
         elif frame.kind == Kind.BEAT:
             self.stats.primary_offset, self.stats.primary_icount = frame.offset, frame.icount
         elif frame.kind == Kind.END:

@@ -22,7 +22,10 @@ log = logging.getLogger("ftorch.replayer")
 class ReplayController(Worker):
     thread_name = "replayer"
 
-    def __init__(self, guest: Guest, feeder: Feeder, margin: int, interval_s: float) -> None:
+    def __init__(self, guest: Guest, feeder: Feeder, margin: int, interval_s: float,
+                 stamps: deque[tuple[int, float]]) -> None:
+        """stamps: (icount at chunk end, primary's time) of every chunk since the stream began,
+        appended by the receiver; the controller trims what the backup has passed."""
         self.guest = guest
         self.feeder = feeder
         self.margin = margin
@@ -34,16 +37,12 @@ class ReplayController(Worker):
         self.break_hits = 0
         self.finished = False
         self.error: str | None = None
-        self._stamps: deque[tuple[int, float]] = deque()   # (icount at chunk end, primary time)
+        self._stamps = stamps
         super().__init__()
 
     def _wake(self) -> None:
         with self.feeder.changed:
             self.feeder.changed.notify_all()
-
-    def note_chunk(self, icount: int, primary_time: float) -> None:
-        """Remember when the primary recorded up to icount (for lag in seconds)."""
-        self._stamps.append((icount, primary_time))
 
     def lag_seconds(self) -> float:
         """How much later than the primary the backup reached its current position.
@@ -78,16 +77,21 @@ class ReplayController(Worker):
                 log.warning("replay control: %s", e)
 
     def _step(self) -> None:
-        fed, final = self.feeder.icount, self.feeder.final
+        # The horizon counts what is spooled, not what is already in the pipe: the feeding
+        # thread writes all of the spool without waiting on anything, so QEMU cannot run dry
+        # before the spool's end. Counting only the pipe deadlocks: a long run of events with
+        # no instructions (clock reads while the guest idles) can fill the pipe while the
+        # backup waits at a break that only more instructions in the pipe would move.
+        have, final = self.feeder.received_icount, self.feeder.ended
         self.status = self.guest.run_state()
         icount = self.guest.replay().icount
         if icount != self.icount:
             self.icount, self.moved_at = icount, time.time()
-        if final and self.icount >= fed:
+        if final and self.icount >= have:
             self.finished = True
             log.info("backup replayed the whole log: icount %d", self.icount)
             return
-        d = decide(fed, self.margin, final, self.break_at, self.status, self.icount)
+        d = decide(have, self.margin, final, self.break_at, self.status, self.icount)
         if self.status == "paused":
             self.break_hits += 1
             self.break_at = None

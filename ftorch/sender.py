@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import ChannelError, FrameError, LogFormatError
@@ -40,7 +41,8 @@ class Sender(Worker):
     thread_name = "sender"
 
     def __init__(self, tail: LogTail, peer: tuple[str, int], pair: str, heartbeat_s: float,
-                 timeout_s: float, inbound_times: dict[bytes, float] | None = None) -> None:
+                 timeout_s: float, inbound_times: dict[bytes, float] | None = None,
+                 on_ack: Callable[[int], None] | None = None) -> None:
         self.tail = tail
         self.peer = peer
         self.pair = pair
@@ -48,6 +50,7 @@ class Sender(Worker):
         self.timeout_s = timeout_s
         self.stats = SenderStats()
         self.inbound_times = inbound_times if inbound_times is not None else {}
+        self.on_ack = on_ack
         self.corrupt_next = threading.Event()
         super().__init__()
 
@@ -79,7 +82,7 @@ class Sender(Worker):
             if offset != 12 and self.tail.icount_at(offset) != hello.icount:
                 raise ChannelError(f"backup resumes at offset {offset} with icount {hello.icount}, "
                                    "which does not match this log: it replays another recording")
-            self.stats.acked_offset = offset
+            self._acked(offset)  # what the backup holds is acknowledged, whoever sent it
             self.stats.state = "streaming"
             log.info("logging channel up to %s:%d, resuming at offset %d", *self.peer, offset)
             self._stream(sock, dec, offset)
@@ -149,5 +152,10 @@ class Sender(Worker):
             for f in dec.feed(data):
                 self.stats.last_heard = time.monotonic()
                 if f.kind == Kind.ACK:
-                    self.stats.acked_offset = max(self.stats.acked_offset, f.offset)
+                    self._acked(f.offset)
                     self.stats.backup_icount = f.icount
+
+    def _acked(self, offset: int) -> None:
+        self.stats.acked_offset = max(self.stats.acked_offset, offset)
+        if self.on_ack is not None:
+            self.on_ack(self.stats.acked_offset)

@@ -46,7 +46,9 @@ def main() -> int:
     pair.down(cfg, timeout=10, force=True)
     pair.up(cfg, wait=True, timeout=300)
     console.print("primary recording on host A, backup replaying on host B. The guest boots "
-                  "(TCG, ~20 s) and the backup catches up.")
+                  "(TCG, ~20 s); the backup replays the boot backlog and catches up…")
+    with console.status("waiting for the backup to catch up"):
+        pair.wait_caught_up(cfg, timeout=300)
     out = Path("/tmp/ftorch-demo-client.json")
     client = subprocess.Popen(["ip", "netns", "exec", lab.CLIENT_NS, sys.executable, "-m",
                                "ftorch.kvclient", "--duration", str(WRITE_S), "--out", str(out),

@@ -10,10 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 
 static FILE *(*real_fopen64)(const char *, const char *);
 static int (*real_fclose)(FILE *);
+static ssize_t (*real_sendmsg)(int, const struct msghdr *, int);
 static FILE *watched;
 static volatile int stop;
 static pthread_t flusher;
@@ -39,6 +42,26 @@ FILE *fopen64(const char *path, const char *mode) {
         if (pthread_create(&flusher, NULL, flush_loop, f) != 0) watched = NULL;
     }
     return f;
+}
+
+/* The output rule: a frame the guest sends may leave the host only after the backup has every
+ * log byte recorded before it. QEMU's stream netdev writes each frame with sendmsg(); flushing
+ * the log here, before the frame reaches the agent, makes the log file's size when the agent
+ * reads the frame cover every event up to it. FTORCH_NET_SOCK names the netdev's socket. */
+static int is_net_socket(int fd) {
+    const char *want = getenv("FTORCH_NET_SOCK");
+    struct sockaddr_un a;
+    socklen_t n = sizeof a;
+    if (!want || getsockname(fd, (struct sockaddr *)&a, &n) != 0 || a.sun_family != AF_UNIX)
+        return 0;
+    return strncmp(a.sun_path, want, sizeof a.sun_path) == 0;
+}
+
+ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
+    if (!real_sendmsg) real_sendmsg = dlsym(RTLD_NEXT, "sendmsg");
+    FILE *w = watched;
+    if (w && is_net_socket(fd)) fflush(w);
+    return real_sendmsg(fd, msg, flags);
 }
 
 int fclose(FILE *f) {

@@ -6,7 +6,10 @@ determinism.
 """
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -52,6 +55,43 @@ def test_backup_follows_while_client_writes(pair):
     a = side(cfg_path, "a")
     assert a["channel"]["state"] == "streaming"
     assert a["staleness_s"]["samples"] > 0
+    assert a["gate"]["released"] > len(res["acked"]), "every reply passed the output gate"
+
+
+PING_ONCE = """
+import json, socket, sys, time
+s = socket.create_connection(("10.77.0.10", 7000), timeout=60)
+print("connected", flush=True)
+sys.stdin.readline()                      # the test says when to send
+t = time.monotonic()
+s.sendall(b"PING\\n")
+reply = s.makefile("rb").readline()
+print(json.dumps({"reply": reply.decode().strip(), "at": time.monotonic()}), flush=True)
+"""
+
+
+def test_output_is_held_until_the_backup_acknowledges(pair):
+    cfg_path, _, _ = pair
+    client = subprocess.Popen(["ip", "netns", "exec", "ftorch-client", sys.executable, "-c",
+                               PING_ONCE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline().strip() == "connected"
+        ftorch("debug", "hold-acks", str(cfg_path), "true")
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        # the guest answers, but its reply waits in the gate: the backup has not acknowledged
+        # the log up to it
+        wait_until(lambda: side(cfg_path, "a")["gate"]["held"] > 0, 20, "the gate to hold a frame")
+        assert client.poll() is None, "the reply left before the backup acknowledged the log"
+        released_at = time.monotonic()  # CLOCK_MONOTONIC is shared with the client process
+        ftorch("debug", "hold-acks", str(cfg_path), "false")
+        out = json.loads(client.stdout.readline())
+        assert out["reply"] == "PONG"
+        assert out["at"] > released_at, "the reply arrived before the gate was released"
+        wait_until(lambda: side(cfg_path, "a")["gate"]["held"] == 0, 20, "the gate to drain")
+    finally:
+        ftorch("debug", "hold-acks", str(cfg_path), "false", check=False)
+        client.kill()
 
 
 def test_corrupt_frame_is_rejected_and_stream_resumes(pair):
@@ -89,7 +129,6 @@ def test_channel_cut_and_restored(pair):
 def test_clean_shutdown_backup_replays_identically(pair):
     cfg_path, cfg, _ = pair
     out = ftorch("down", str(cfg_path), "--json", "--timeout", "300")
-    import json
     summary = json.loads(out.stdout)
     assert summary["backup"]["finished"], summary
     pa, pb = paths(cfg, "a"), paths(cfg, "b")

@@ -1,0 +1,49 @@
+"""The output rule, sans-I/O: an outbound frame leaves only once the backup has acknowledged
+every log byte recorded before the guest sent it.
+
+`required` for a frame is the log file's size when the frame came out of QEMU: the flush shim
+flushes the log inside QEMU's sendmsg() on the netdev socket, before the frame is written, so
+that size covers every event up to the output (and possibly a little more, which only delays).
+Frames leave in the order the guest sent them.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Held:
+    frame: bytes
+    required: int      # log offset the backup must have acknowledged
+    arrived: float     # when the frame came out of QEMU
+
+
+class OutputGate:
+    def __init__(self) -> None:
+        self._q: deque[Held] = deque()
+        self.acked = 0
+        self.released = 0
+        self.open = True   # False: fenced, nothing leaves (issue 4's arbiter decides)
+
+    @property
+    def held(self) -> int:
+        return len(self._q)
+
+    def submit(self, frame: bytes, required: int, now: float) -> list[tuple[bytes, float]]:
+        """Queue a frame from the guest; return what may leave now, with each one's delay."""
+        self._q.append(Held(frame, required, now))
+        return self._drain(now)
+
+    def ack(self, offset: int, now: float) -> list[tuple[bytes, float]]:
+        """The backup acknowledged the log up to offset; return what may leave now."""
+        self.acked = max(self.acked, offset)
+        return self._drain(now)
+
+    def _drain(self, now: float) -> list[tuple[bytes, float]]:
+        out = []
+        while self.open and self._q and self._q[0].required <= self.acked:
+            h = self._q.popleft()
+            out.append((h.frame, now - h.arrived))
+        self.released += len(out)
+        return out

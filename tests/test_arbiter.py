@@ -1,0 +1,105 @@
+"""Arbiter: the rules (pure) and the shared-path test-and-set (real files, real processes)."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+
+import pytest
+
+from ftorch.arbiter import (
+    ArbiterError,
+    Ownership,
+    backup_may_release,
+    claim_target,
+    decode,
+    primary_may_release,
+)
+from ftorch.sharedlock import SharedLock
+
+
+def rec(gen: int, host: str) -> Ownership:
+    return Ownership("p", gen, host, 100.0)
+
+
+def test_record_round_trip_and_checks():
+    r = rec(3, "a")
+    assert decode(r.encode(), "p", 3, "x") == r
+    with pytest.raises(ArbiterError, match="corrupt ownership record"):
+        decode(b"\x00garbage", "p", 3, "gen-3")
+    with pytest.raises(ArbiterError, match="belongs to pair 'p'.*not 'q'"):
+        decode(r.encode(), "q", 3, "gen-3")
+    with pytest.raises(ArbiterError, match="says generation 3, its name says 4"):
+        decode(r.encode(), "p", 4, "gen-4")
+
+
+def test_claim_target_only_takes_over_from_the_peer():
+    assert claim_target(None, "a") == 1
+    assert claim_target(rec(4, "a"), "a") == 5
+    assert claim_target(rec(4, "c"), "a") is None
+
+
+def test_primary_release_needs_newest_generation_and_fresh_confirmation():
+    cur = rec(2, "a")
+    assert primary_may_release("a", 2, cur, confirmed_at=10.0, now=10.5, lease_s=1.0).may_release
+    assert not primary_may_release("a", 2, cur, confirmed_at=10.0, now=11.5, lease_s=1.0).may_release
+    fenced = primary_may_release("a", 2, rec(3, "b"), confirmed_at=10.0, now=10.1, lease_s=1.0)
+    assert not fenced.may_release and "fenced" in fenced.reason
+    assert not primary_may_release("a", 2, None, None, 10.0, 1.0).may_release
+
+
+def test_new_owner_waits_out_the_lease():
+    assert not backup_may_release(won_at=10.0, now=10.4, lease_s=1.0).may_release
+    assert backup_may_release(won_at=10.0, now=11.0, lease_s=1.0).may_release
+
+
+def _race(root: str, host: str, start: float, q) -> None:
+    lock = SharedLock(__import__("pathlib").Path(root), "p")
+    while time.time() < start:
+        pass
+    q.put((host, lock.claim(1, host, "race") is not None))
+
+
+def test_exactly_one_winner_per_generation(tmp_path):
+    SharedLock(tmp_path, "p").init()
+    q = multiprocessing.Queue()
+    start = time.time() + 0.5
+    procs = [multiprocessing.Process(target=_race, args=(str(tmp_path), f"h{i}", start, q))
+             for i in range(8)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join()
+    winners = [h for h, won in results if won]
+    assert len(winners) == 1
+    assert SharedLock(tmp_path, "p").current().host == winners[0]
+    assert not [f for f in os.listdir(tmp_path / "p") if f.startswith(".claim")]
+
+
+def test_generations_grow_and_fence_the_old_owner(tmp_path):
+    lock = SharedLock(tmp_path, "p")
+    lock.init()
+    assert lock.current() is None
+    assert lock.claim(1, "a", "up") is not None
+    assert lock.claim(1, "b", "late") is None          # the same generation is taken
+    assert lock.confirm(1, "a")
+    assert lock.claim(2, "b", "failover").host == "b"
+    assert not lock.confirm(1, "a") and lock.confirm(2, "b")
+    assert lock.current().generation == 2
+
+
+def test_bad_shared_paths_are_clear_errors(tmp_path, monkeypatch):
+    with pytest.raises(ArbiterError, match="lock folder missing"):
+        SharedLock(tmp_path, "nope").current()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ArbiterError, match="Not a directory|lock folder missing"):
+        SharedLock(tmp_path / "file", "p").claim(1, "a", "x")
+    lock = SharedLock(tmp_path, "p", timeout_s=0.3)
+    lock.init()
+    (tmp_path / "p" / "gen-1").write_bytes(b"{not json")
+    with pytest.raises(ArbiterError, match="corrupt ownership record"):
+        lock.current()
+    monkeypatch.setattr(os, "listdir", lambda _p: time.sleep(2) or [])
+    with pytest.raises(ArbiterError, match="did not answer .* within 0.3 s"):
+        lock.current()

@@ -1,0 +1,30 @@
+from ftorch.outputgate import OutputGate
+
+
+def test_frame_waits_for_the_ack_of_the_log_before_it():
+    g = OutputGate()
+    assert g.submit(b"f1", required=100, now=1.0) == []
+    assert g.ack(99, now=1.1) == [] and g.held == 1
+    assert g.ack(100, now=1.25) == [(b"f1", 0.25)]
+    assert g.held == 0 and g.released == 1
+
+
+def test_already_acknowledged_log_lets_a_frame_through_at_once():
+    g = OutputGate()
+    g.ack(500, now=0.0)
+    assert g.submit(b"f", required=400, now=2.0) == [(b"f", 0.0)]
+
+
+def test_order_is_kept_even_when_a_later_frame_needs_less():
+    g = OutputGate()
+    g.submit(b"a", required=200, now=0.0)
+    assert g.submit(b"b", required=100, now=0.1) == []   # b must not overtake a
+    assert [f for f, _ in g.ack(150, now=0.2)] == []
+    assert [f for f, _ in g.ack(200, now=0.3)] == [b"a", b"b"]
+
+
+def test_closed_gate_releases_nothing():
+    g = OutputGate()
+    g.open = False
+    g.submit(b"x", required=0, now=0.0)
+    assert g.ack(10**9, now=1.0) == [] and g.held == 1
