@@ -12,8 +12,10 @@ from .backup import Backup
 from .config import load
 from .control import ControlServer
 from .errors import FtorchError
+from .failover import BackupWatch
 from .layout import paths
 from .primary import Primary
+from .roles import Role
 from .virt import Host
 
 log = logging.getLogger("ftorch.agent")
@@ -32,12 +34,21 @@ class Agent:
         self.paths = paths(self.cfg, key)
         self.role = (Primary(self.cfg, key, Host(), mode) if role == "primary"
                      else ROLES[role](self.cfg, key, Host()))
+        self.watch: BackupWatch | None = None
         self.done = threading.Event()
+
+    def _went_live(self, live: Primary) -> None:
+        self.role = live
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd == "status":
-            return {"host": self.key, "pair": self.cfg.pair, "pid": os.getpid(), **self.role.status()}
+            st = {"host": self.key, "pair": self.cfg.pair, "pid": os.getpid(), **self.role.status()}
+            if self.watch is not None:
+                st["failover"] = self.watch.status()
+                if self.watch.role == Role.LIVE_ALONE:
+                    st["role"] = "live-alone"
+            return st
         if cmd == "stop-guest" and isinstance(self.role, Primary):
             return self.role.stop_guest()
         if cmd == "wait-finished" and isinstance(self.role, Backup):
@@ -58,6 +69,9 @@ class Agent:
         signal.signal(signal.SIGTERM, lambda *_: self.done.set())
         try:
             self.role.start()
+            if isinstance(self.role, Backup) and self.cfg.failover.enabled:
+                self.watch = BackupWatch(self.role, self._went_live)
+                self.watch.start()
             self.paths.pid.write_text(f"{os.getpid()}\n")
             log.info("agent for %s on host %s is up as %s", self.cfg.pair, self.key,
                      type(self.role).__name__.lower())
@@ -67,6 +81,8 @@ class Agent:
             log.error("%s", e)
             return e.exit_code
         finally:
+            if self.watch is not None:
+                self.watch.stop(timeout=1)
             self.role.close()
             server.close()
             log.info("agent for %s on host %s stopped", self.cfg.pair, self.key)

@@ -53,6 +53,12 @@ class ReplayConfig:
 
 
 @dataclass(frozen=True)
+class FailoverConfig:
+    # Off until the primary also fences itself on a partition (the backup side is built).
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
 class PairConfig:
     pair: str
     guest: GuestConfig
@@ -60,6 +66,7 @@ class PairConfig:
     shared_dir: str
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
+    failover: FailoverConfig = field(default_factory=FailoverConfig)
     source: str = ""
 
     def host(self, key: str) -> HostConfig:
@@ -86,6 +93,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
         if expected in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))
                                              or (expected == "int" and not isinstance(value, int))):
             raise ConfigError(f"{where}.{name}: expected {expected}, got {value!r}")
+        if expected == "bool" and not isinstance(value, bool):
+            raise ConfigError(f"{where}.{name}: expected true or false, got {value!r}")
         if expected == "str" and not isinstance(value, str):
             raise ConfigError(f"{where}.{name}: expected a string, got {value!r}")
         kwargs[name] = value
@@ -167,6 +176,7 @@ def parse(data: Any, source: str = "<config>") -> PairConfig:
         shared_dir=str(data["shared_dir"]),
         channel=_build(ChannelConfig, data.get("channel", {}), "channel"),
         replay=_build(ReplayConfig, data.get("replay", {}), "replay"),
+        failover=_build(FailoverConfig, data.get("failover", {}), "failover"),
         source=source,
     )
     return validate(cfg)

@@ -15,7 +15,7 @@ import stat
 import threading
 from pathlib import Path
 
-from .replaylog import HEADER_SIZE, VERSION_BYTES
+from .replaylog import END_EVENT, HEADER_SIZE, VERSION_BYTES
 
 log = logging.getLogger("ftorch.feeder")
 PIECE = 16384
@@ -42,10 +42,11 @@ class Feeder:
         self.icount = 0
         self.ended = False                     # the primary's END is in the spool
         self.final = False                     # ... and everything before it is in the pipe
+        self.injected = False                  # the END is ours (failover), not the primary's
         self.error: str | None = None
         # One condition for "the spool grew" and "the pipe got more": the feeding thread and the
         # replay controller both wait on it.
-        self.changed = threading.Condition()
+        self.changed = threading.Condition(threading.RLock())
         self._arrived = self.changed
         self._chunks: list[tuple[int, int, int]] = []   # (offset, length, icount) not yet fed
         self._stop = False
@@ -77,6 +78,17 @@ class Feeder:
         with self._arrived:
             self.ended = True
             self._arrived.notify_all()
+
+    def inject_end(self) -> int:
+        """Failover: close the received stream with an END event so the backup replays exactly
+        to its last complete event and stays there (QEMU exits at a bare end of file). Returns
+        the final instruction count. Idempotent."""
+        with self.changed:
+            if not self.ended:
+                self.append(self.received, END_EVENT, self.received_icount)
+                self.ended = self.injected = True
+                self.changed.notify_all()
+            return self.received_icount
 
     def _next(self) -> tuple[int, int, int] | None:
         with self._arrived:

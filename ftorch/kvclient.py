@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 class Result:
     acked: list[tuple[str, str, int]] = field(default_factory=list)
     rtt_s: list[float] = field(default_factory=list)
+    ack_times: list[float] = field(default_factory=list)   # wall clock of each OK
     errors: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     connect_wait_s: float = 0.0
@@ -74,6 +75,7 @@ def run(host: str, port: int, duration: float, prefix: str, wait_s: float,
                 r.errors.append(f"PUT {key}: {reply}")
                 break
             r.rtt_s.append(time.monotonic() - t)
+            r.ack_times.append(time.time())
             r.acked.append((key, value, int(reply.split()[1])))
             i += 1
             if rate:

@@ -45,7 +45,8 @@ def smbios_uuid(cfg: PairConfig) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ftorch:{cfg.pair}"))
 
 
-def guest_spec(cfg: PairConfig, key: str, mode: Mode, shim: str | None = None) -> GuestSpec:
+def guest_spec(cfg: PairConfig, key: str, mode: Mode, shim: str | None = None,
+               loadvm: str | None = None) -> GuestSpec:
     p = paths(cfg, key)
     ip = ipaddress.ip_interface(cfg.guest.ip)
     env = {"FTORCH_RR_LOG": str(p.rr_log), "FTORCH_FLUSH_US": str(cfg.replay.flush_us),
@@ -56,5 +57,5 @@ def guest_spec(cfg: PairConfig, key: str, mode: Mode, shim: str | None = None) -
         disk=str(p.disk), rr_log=str(p.fifo if mode == Mode.REPLAY else p.rr_log),
         net_socket=str(p.net_sock), serial_log=str(p.serial), mac=cfg.guest.mac,
         smbios_uuid=smbios_uuid(cfg), memory_mib=cfg.guest.memory_mib, mode=mode,
-        shim=shim if mode == Mode.RECORD else None,
+        shim=shim if mode == Mode.RECORD else None, loadvm=loadvm,
         env=env if mode == Mode.RECORD and shim else {})

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from . import lab
@@ -14,6 +16,7 @@ from .control import call
 from .errors import AgentUnreachable, FtorchError
 from .layout import domain_name, paths
 from .prepare import fresh_host_dir
+from .sharedlock import SharedLock
 from .virt import Host
 
 ROLE_OF = {"a": "primary", "b": "backup"}
@@ -50,8 +53,11 @@ def wait_caught_up(cfg: PairConfig, timeout: float, max_lag_s: float = 0.5,
     recent: list[float] = []
 
     def caught_up() -> bool:
-        lag = try_status(cfg, "b").get("lag_seconds")
-        recent.append(lag if isinstance(lag, float) else float("inf"))
+        st = try_status(cfg, "b")
+        lag = st.get("lag_seconds")
+        # the instruction lag guards the seconds estimate while the boot backlog replays
+        ok = isinstance(lag, float) and st.get("lag_instructions", 1 << 62) < 200_000_000
+        recent.append(lag if ok else float("inf"))
         return len(recent) >= samples and max(recent[-samples:]) < max_lag_s
 
     wait_for(caught_up, timeout, f"the backup's lag to stay under {max_lag_s} s")
@@ -88,6 +94,7 @@ def up(cfg: PairConfig, wait: bool, timeout: float, mode: str = "protected") -> 
         if _reachable(cfg, key) or host.lookup(domain_name(cfg, key)):
             raise FtorchError(f"pair {cfg.pair} is already running on host {key}: "
                               f"`ftorch down {cfg.source}` first")
+    _reset_ownership(cfg)
     keys = ("b", "a") if mode == "protected" else ("a",)  # the backup listens first
     for key in keys:
         fresh_host_dir(cfg, key)
@@ -97,6 +104,17 @@ def up(cfg: PairConfig, wait: bool, timeout: float, mode: str = "protected") -> 
     if wait and mode == "protected":
         wait_for(lambda: try_status(cfg, "b").get("guest") in ("running", "paused"), timeout,
                  "the backup to start replaying")
+
+
+def _reset_ownership(cfg: PairConfig) -> None:
+    """A new run of the pair: host A owns generation 1. Safe only because `up` refused above
+    if any agent or domain of the pair still runs."""
+    lock = SharedLock(Path(cfg.shared_dir), cfg.pair)
+    if lock.dir.exists():
+        shutil.rmtree(lock.dir)
+    lock.init()
+    if lock.claim(1, "a", "ftorch up") is None:
+        raise FtorchError(f"could not claim generation 1 in {lock.dir}: another `ftorch up`?")
 
 
 def status(cfg: PairConfig) -> dict[str, Any]:

@@ -18,11 +18,14 @@ log = logging.getLogger("ftorch.primary")
 
 
 class Primary:
-    def __init__(self, cfg: PairConfig, key: str, host: Host, mode: str = "protected") -> None:
+    def __init__(self, cfg: PairConfig, key: str, host: Host, mode: str = "protected",
+                 loadvm: str | None = None) -> None:
         """mode: protected (record + stream to the backup), unprotected (record only),
-        plain (no record/replay: the benchmarks' baseline)."""
+        plain (no record/replay: the benchmarks' baseline). loadvm: start from this snapshot
+        (a go-live) instead of booting."""
         self.cfg, self.key, self.host = cfg, key, host
         self.mode = mode
+        self.loadvm = loadvm
         self.paths = paths(cfg, key)
         self.guest: Guest | None = None
         peer = cfg.host(cfg.peer(key))
@@ -46,7 +49,7 @@ class Primary:
             spec = guest_spec(self.cfg, self.key, Mode.PLAIN)
         else:
             shim = str(build_shim()) if self.cfg.replay.flush_us else None  # 0: QEMU's own 4 KiB
-            spec = guest_spec(self.cfg, self.key, Mode.RECORD, shim)
+            spec = guest_spec(self.cfg, self.key, Mode.RECORD, shim, self.loadvm)
             self.tail.start()
         self.guest = self.host.start(render(spec))
         log.info("running %s %s (QEMU %s)", spec.name, self.mode, version)

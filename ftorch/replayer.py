@@ -91,6 +91,16 @@ class ReplayController(Worker):
             self.finished = True
             log.info("backup replayed the whole log: icount %d", self.icount)
             return
+        if final and self.feeder.injected:
+            # Failover: no break; QEMU runs onto the END event we wrote and stays there with
+            # every event of the last count processed (a break at that count leaves some
+            # queued, and savevm then refuses).
+            if self.break_at is not None or self.status == "paused":
+                self.guest.qmp("replay-delete-break")
+                self.break_at = None
+            if self.status == "paused":
+                self.guest.qmp("cont")
+            return
         d = decide(have, self.margin, final, self.break_at, self.status, self.icount)
         if self.status == "paused":
             self.break_hits += 1

@@ -1,0 +1,74 @@
+"""Go-live: turn a backup's replaying QEMU into the live, recording guest on this host.
+
+Replay exactly to the end of what was received (an END event closes the stream), stop, save the
+state as an internal snapshot, and start a recording QEMU from it with this host's NIC on the
+LAN; then announce the guest's MAC so the LAN finds it here.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from .backup import Backup
+from .errors import VirtError
+from .layout import domain_name
+from .primary import Primary
+
+log = logging.getLogger("ftorch.golive")
+SNAPSHOT = "ftorch-golive"
+
+
+@dataclass
+class GoLiveTimes:
+    replay_s: float = 0.0      # replaying what was left in the spool
+    save_s: float = 0.0        # stop + savevm + quit
+    start_s: float = 0.0       # recording QEMU from the snapshot until running
+    final_icount: int = 0
+
+
+def _savevm(guest, tries: int = 20) -> None:
+    """stop + savevm; QEMU refuses while replay events are pending: let it run a moment."""
+    out = ""
+    for _ in range(tries):
+        guest.qmp("stop")
+        out = (guest.qmp("human-monitor-command", **{"command-line": f"savevm {SNAPSHOT}"})
+               or "").strip()
+        if not out:
+            return
+        if "Try once more later" not in out:
+            break
+        guest.qmp("cont")
+        time.sleep(0.05)
+    raise VirtError(f"go-live: savevm refused: {out}")
+
+
+def go_live(backup: Backup, timeout_s: float = 300.0) -> tuple[Primary, GoLiveTimes]:
+    """Run the go-live sequence; return the new live role and how long each part took."""
+    t = GoLiveTimes()
+    t0 = time.monotonic()
+    backup.receiver.stop()  # nothing more from the old primary: it lost the arbiter
+    t.final_icount = backup.feeder.inject_end()
+    done = backup.wait_finished(timeout_s)
+    if not done["finished"]:
+        raise VirtError(f"go-live: the backup did not reach the end of its log "
+                        f"(icount {done['icount']} of {t.final_icount}): {done['error']}")
+    t1 = time.monotonic()
+    t.replay_s = t1 - t0
+    guest = backup.guest
+    assert guest is not None
+    _savevm(guest)
+    backup.close()
+    name = domain_name(backup.cfg, backup.key)
+    if not backup.host.wait_gone(name, timeout=30):
+        raise VirtError(f"go-live: the replaying QEMU {name} did not go away")
+    t2 = time.monotonic()
+    t.save_s = t2 - t1
+    live = Primary(backup.cfg, backup.key, backup.host, mode="unprotected", loadvm=SNAPSHOT)
+    live.start()
+    assert live.guest is not None
+    live.guest.qmp("announce-self", initial=50, max=550, rounds=5, step=50)
+    t.start_s = time.monotonic() - t2
+    log.info("live on host %s at icount %d: replay %.2f s, save %.2f s, start %.2f s",
+             backup.key, t.final_icount, t.replay_s, t.save_s, t.start_s)
+    return live, t
