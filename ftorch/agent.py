@@ -12,7 +12,7 @@ from .backup import Backup
 from .config import load
 from .control import ControlServer
 from .errors import FtorchError
-from .failover import BackupWatch
+from .failover import FailoverWatch
 from .layout import paths
 from .primary import Primary
 from .roles import Role
@@ -34,7 +34,7 @@ class Agent:
         self.paths = paths(self.cfg, key)
         self.role = (Primary(self.cfg, key, Host(), mode) if role == "primary"
                      else ROLES[role](self.cfg, key, Host()))
-        self.watch: BackupWatch | None = None
+        self.watch: FailoverWatch | None = None
         self.done = threading.Event()
 
     def _went_live(self, live: Primary) -> None:
@@ -46,8 +46,8 @@ class Agent:
             st = {"host": self.key, "pair": self.cfg.pair, "pid": os.getpid(), **self.role.status()}
             if self.watch is not None:
                 st["failover"] = self.watch.status()
-                if self.watch.role == Role.LIVE_ALONE:
-                    st["role"] = "live-alone"
+                if self.watch.role in (Role.LIVE_ALONE, Role.FENCED):
+                    st["role"] = str(self.watch.role)
             return st
         if cmd == "stop-guest" and isinstance(self.role, Primary):
             return self.role.stop_guest()
@@ -69,8 +69,9 @@ class Agent:
         signal.signal(signal.SIGTERM, lambda *_: self.done.set())
         try:
             self.role.start()
-            if isinstance(self.role, Backup) and self.cfg.failover.enabled:
-                self.watch = BackupWatch(self.role, self._went_live)
+            if self.cfg.failover.enabled and (isinstance(self.role, Backup)
+                                              or self.role.mode == "protected"):
+                self.watch = FailoverWatch(self.role, self._went_live)
                 self.watch.start()
             self.paths.pid.write_text(f"{os.getpid()}\n")
             log.info("agent for %s on host %s is up as %s", self.cfg.pair, self.key,

@@ -84,11 +84,11 @@ def backup_may_release(won_at: float, now: float, lease_s: float) -> Verdict:
     return Verdict(True, "old owner's lease expired")
 
 
-def claim_target(current: Ownership | None, peer: str) -> int | None:
-    """Which generation a backup should claim to take over from `peer`, or None if it must not:
-    only the peer's ownership is taken over (a third owner means the operator must look)."""
+def claim_target(current: Ownership | None, me: str, peer: str) -> int | None:
+    """Which generation to race for when the channel goes quiet, or None if this host must not:
+    the pair belongs to one of its two hosts (a third owner means the operator must look)."""
     if current is None:
         return 1
-    if current.host != peer:
+    if current.host not in (me, peer):
         return None
     return current.generation + 1

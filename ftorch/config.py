@@ -54,8 +54,9 @@ class ReplayConfig:
 
 @dataclass(frozen=True)
 class FailoverConfig:
-    # Off until the primary also fences itself on a partition (the backup side is built).
-    enabled: bool = False
+    # On: a silent peer starts the arbiter race (primary goes on alone, or backup goes live).
+    # Off: nobody acts; a primary whose backup died then holds its output for ever.
+    enabled: bool = True
 
 
 @dataclass(frozen=True)

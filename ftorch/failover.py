@@ -1,8 +1,11 @@
 """Failure detection and the arbiter race for one agent: drives roles.step with real events.
 
 Watches the logging channel; when the peer has been silent longer than the timeout (and the
-stream did not end cleanly, which is an operator stop), races for the next generation on the
-shared path. The backup that wins goes live (golive.py) and hands its new role to the agent.
+stream did not end cleanly, which is an operator stop), both sides race for the next generation
+on the shared path and exactly one wins. A backup that wins goes live (golive.py) and hands its
+new role to the agent; a primary that wins goes on alone, its held output released; the loser
+is fenced: a fenced primary's gate stays shut and its guest is paused, a fenced backup stops
+listening and never goes live.
 """
 from __future__ import annotations
 
@@ -13,71 +16,70 @@ from pathlib import Path
 
 from .arbiter import ArbiterError, claim_target
 from .backup import Backup
+from .errors import FtorchError
 from .golive import go_live
 from .primary import Primary
-from .roles import Action, Event, Role, step
+from .roles import Action, Event, Role, Step, step
 from .sharedlock import SharedLock
 from .worker import Worker
 
 log = logging.getLogger("ftorch.failover")
 
 
-class BackupWatch(Worker):
+class FailoverWatch(Worker):
     thread_name = "failover"
 
-    def __init__(self, backup: Backup, on_live: Callable[[Primary], None]) -> None:
-        self.backup = backup
-        self.cfg = backup.cfg
+    def __init__(self, agent_role: Primary | Backup, on_live: Callable[[Primary], None]) -> None:
+        self.subject = agent_role
+        self.cfg = agent_role.cfg
+        self.key = agent_role.key
         self.on_live = on_live
-        self.role = Role.BACKUP
-        self.generation: int | None = None
+        self.role = Role.PRIMARY if isinstance(agent_role, Primary) else Role.BACKUP
+        self.generation: int | None = 1 if self.role == Role.PRIMARY else None
         self.reason = ""
         self.times: dict[str, float] = {}
         self.lock = SharedLock(Path(self.cfg.shared_dir), self.cfg.pair)
         super().__init__()
 
     def _silent(self) -> bool:
-        r = self.backup.receiver.stats
-        return (r.connects > 0 and not r.ended
-                and time.monotonic() - r.last_heard > self.cfg.channel.timeout_s)
+        limit = self.cfg.channel.timeout_s
+        if isinstance(self.subject, Primary):
+            s = self.subject.sender.stats
+            return s.connects > 0 and not s.finished and time.monotonic() - s.last_heard > limit
+        r = self.subject.receiver.stats
+        return r.connects > 0 and not r.ended and time.monotonic() - r.last_heard > limit
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):
-            if self.role == Role.BACKUP and self._silent():
+            if self.role in (Role.PRIMARY, Role.BACKUP) and self._silent():
                 self.times["detected_at"] = time.time()
                 self._apply(step(self.role, Event.CHANNEL_SILENT))
             if self.role in (Role.LIVE_ALONE, Role.FENCED, Role.STOPPED):
                 return
 
-    def _apply(self, s) -> None:
+    def _apply(self, s: Step) -> None:
         prev, self.role, self.reason = self.role, s.role, s.reason
         log.warning("%s -> %s: %s", prev, s.role, s.reason)
         for action in s.actions:
             if action == Action.CLAIM:
                 self._apply(step(self.role, self._claim(), was=prev))
+            elif action == Action.CLOSE_GATE:
+                self._close_gate()
+            elif action == Action.OPEN_GATE_UNGATED:
+                self._go_on_alone()
             elif action == Action.GO_LIVE:
-                try:
-                    live, t = go_live(self.backup)
-                except Exception as e:  # any failure here needs the operator, loudly
-                    log.exception("go-live failed")
-                    self.reason = f"go-live failed: {e}"
-                    self._apply(step(self.role, Event.GO_LIVE_FAILED))
-                    return
-                self.times.update(replay_s=t.replay_s, save_s=t.save_s, start_s=t.start_s,
-                                  live_at=time.time())
-                self.on_live(live)
-                self._apply(step(self.role, Event.LIVE))
+                self._go_live()
             elif action == Action.ALERT:
                 log.error("operator needed: %s", self.reason)
+                self._fence()
 
     def _claim(self) -> Event:
-        peer = self.cfg.peer(self.backup.key)
         try:
-            target = claim_target(self.lock.current(), peer)
+            target = claim_target(self.lock.current(), self.key, self.cfg.peer(self.key))
             if target is None:
                 self.reason = "the pair is owned by a third host"
                 return Event.CLAIM_LOST
-            won = self.lock.claim(target, self.backup.key, "primary silent")
+            won = self.lock.claim(target, self.key, "peer silent")
         except ArbiterError as e:
             self.reason = str(e)
             return Event.ARBITER_UNREACHABLE
@@ -85,6 +87,44 @@ class BackupWatch(Worker):
             return Event.CLAIM_LOST
         self.generation = target
         return Event.CLAIM_WON
+
+    def _close_gate(self) -> None:
+        if isinstance(self.subject, Primary) and self.subject.net.gated is not None:
+            self.subject.net.gated.close()
+
+    def _go_on_alone(self) -> None:
+        if isinstance(self.subject, Primary):
+            self.subject.sender.stop(timeout=1)
+            if self.subject.net.gated is not None:
+                self.subject.net.gated.ungate()
+            self.times["live_at"] = time.time()
+
+    def _go_live(self) -> None:
+        assert isinstance(self.subject, Backup)
+        try:
+            live, t = go_live(self.subject)
+        except Exception as e:  # any failure after winning needs the operator, loudly
+            log.exception("go-live failed")
+            self.reason = f"go-live failed: {e}"
+            self._apply(step(self.role, Event.GO_LIVE_FAILED))
+            return
+        self.times.update(replay_s=t.replay_s, save_s=t.save_s, start_s=t.start_s,
+                          live_at=time.time())
+        self.subject = live
+        self.on_live(live)
+        self._apply(step(self.role, Event.LIVE))
+
+    def _fence(self) -> None:
+        """Lost (or unsure): this copy must never emit output again."""
+        if isinstance(self.subject, Primary):
+            self._close_gate()
+            try:
+                if self.subject.guest is not None:
+                    self.subject.guest.qmp("stop")
+            except FtorchError as e:
+                log.error("fenced, but pausing the guest failed: %s", e)
+        else:
+            self.subject.receiver.stop(timeout=1)
 
     def status(self) -> dict:
         return {"state": str(self.role), "generation": self.generation, "reason": self.reason,

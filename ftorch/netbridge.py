@@ -49,11 +49,28 @@ class GatedOutput:
         self.gate = OutputGate()
         self.write = write
         self.delays: deque[float] = deque(maxlen=20000)
+        self.ungated = False
         self._lock = threading.Lock()
 
     def submit(self, frame: bytes, required: int) -> None:
         with self._lock:
+            if self.ungated:
+                self.write(frame)
+                self.gate.released += 1
+                return
             self._emit(self.gate.submit(frame, required, time.time()))
+
+    def close(self) -> None:
+        """Fence: nothing more leaves."""
+        with self._lock:
+            self.gate.open = False
+
+    def ungate(self) -> None:
+        """Alone and owner of the pair: release what is held and stop gating."""
+        with self._lock:
+            self.gate.open = True
+            self._emit(self.gate.release_all(time.time()))
+            self.ungated = True
 
     def ack(self, offset: int) -> None:
         with self._lock:

@@ -40,6 +40,13 @@ class OutputGate:
         self.acked = max(self.acked, offset)
         return self._drain(now)
 
+    def release_all(self, now: float) -> list[tuple[bytes, float]]:
+        """This copy won the pair with no backup left: the output rule no longer binds it."""
+        out = [(h.frame, now - h.arrived) for h in self._q]
+        self._q.clear()
+        self.released += len(out)
+        return out
+
     def _drain(self, now: float) -> list[tuple[bytes, float]]:
         out = []
         while self.open and self._q and self._q[0].required <= self.acked:

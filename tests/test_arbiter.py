@@ -33,10 +33,11 @@ def test_record_round_trip_and_checks():
         decode(r.encode(), "p", 4, "gen-4")
 
 
-def test_claim_target_only_takes_over_from_the_peer():
-    assert claim_target(None, "a") == 1
-    assert claim_target(rec(4, "a"), "a") == 5
-    assert claim_target(rec(4, "c"), "a") is None
+def test_claim_target_is_the_next_generation_of_the_pair():
+    assert claim_target(None, "b", "a") == 1
+    assert claim_target(rec(4, "a"), "b", "a") == 5      # backup taking over
+    assert claim_target(rec(4, "a"), "a", "b") == 5      # primary going on alone races for it too
+    assert claim_target(rec(4, "c"), "b", "a") is None
 
 
 def test_primary_release_needs_newest_generation_and_fresh_confirmation():

@@ -23,6 +23,13 @@ def test_order_is_kept_even_when_a_later_frame_needs_less():
     assert [f for f, _ in g.ack(200, now=0.3)] == [b"a", b"b"]
 
 
+def test_release_all_when_alone():
+    g = OutputGate()
+    g.submit(b"a", required=100, now=0.0)
+    g.submit(b"b", required=200, now=0.0)
+    assert [f for f, _ in g.release_all(now=1.0)] == [b"a", b"b"] and g.held == 0
+
+
 def test_closed_gate_releases_nothing():
     g = OutputGate()
     g.open = False
