@@ -60,6 +60,8 @@ class Agent:
             (self.role.receiver.hold_acks.set if req.get("on") else self.role.receiver.hold_acks.clear)()
             return {"hold_acks": bool(req.get("on"))}
         if cmd == "quit":
+            if self.watch is not None:
+                self.watch.halt()  # an operator stop never fails over
             self.done.set()
             return {"quitting": True}
         raise FtorchError(f"unknown command {cmd!r} for a {type(self.role).__name__.lower()} agent")

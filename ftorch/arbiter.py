@@ -84,11 +84,14 @@ def backup_may_release(won_at: float, now: float, lease_s: float) -> Verdict:
     return Verdict(True, "old owner's lease expired")
 
 
-def claim_target(current: Ownership | None, me: str, peer: str) -> int | None:
-    """Which generation to race for when the channel goes quiet, or None if this host must not:
-    the pair belongs to one of its two hosts (a third owner means the operator must look)."""
-    if current is None:
-        return 1
-    if current.host not in (me, peer):
+def claim_target(current: Ownership | None, known: int, me: str, peer: str) -> int | None:
+    """The generation to race for when the channel goes quiet, or None if this host has lost.
+
+    Both sides race for the one generation after `known`, the generation they operated under
+    together. Never "the current one + 1": a side that reads the record after its peer won
+    would then claim the next generation and supersede the winner (two live copies; seen in
+    the partition test). A current generation past `known` means the race is already decided.
+    """
+    if current is None or current.host not in (me, peer) or current.generation != known:
         return None
-    return current.generation + 1
+    return known + 1

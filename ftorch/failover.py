@@ -35,7 +35,7 @@ class FailoverWatch(Worker):
         self.key = agent_role.key
         self.on_live = on_live
         self.role = Role.PRIMARY if isinstance(agent_role, Primary) else Role.BACKUP
-        self.generation: int | None = 1 if self.role == Role.PRIMARY else None
+        self.generation: int | None = None   # the pair's generation this side operates under
         self.reason = ""
         self.times: dict[str, float] = {}
         self.lock = SharedLock(Path(self.cfg.shared_dir), self.cfg.pair)
@@ -50,6 +50,11 @@ class FailoverWatch(Worker):
         return r.connects > 0 and not r.ended and time.monotonic() - r.last_heard > limit
 
     def _run(self) -> None:
+        try:
+            cur = self.lock.current()
+            self.generation = cur.generation if cur else None
+        except ArbiterError as e:
+            log.error("cannot read the pair's generation at start: %s", e)
         while not self._stop.wait(0.1):
             if self.role in (Role.PRIMARY, Role.BACKUP) and self._silent():
                 self.times["detected_at"] = time.time()
@@ -74,10 +79,15 @@ class FailoverWatch(Worker):
                 self._fence()
 
     def _claim(self) -> Event:
+        if self.generation is None:
+            self.reason = "this side never knew the pair's generation"
+            return Event.ARBITER_UNREACHABLE
         try:
-            target = claim_target(self.lock.current(), self.key, self.cfg.peer(self.key))
+            current = self.lock.current()
+            target = claim_target(current, self.generation, self.key, self.cfg.peer(self.key))
             if target is None:
-                self.reason = "the pair is owned by a third host"
+                self.reason = (f"generation {current.generation} belongs to {current.host}"
+                               if current else "the ownership record is gone")
                 return Event.CLAIM_LOST
             won = self.lock.claim(target, self.key, "peer silent")
         except ArbiterError as e:
@@ -125,6 +135,11 @@ class FailoverWatch(Worker):
                 log.error("fenced, but pausing the guest failed: %s", e)
         else:
             self.subject.receiver.stop(timeout=1)
+
+    def halt(self) -> None:
+        """Operator stop: whatever the channel does from now on, this side does not act."""
+        self.role = Role.STOPPED
+        self._stop.set()
 
     def status(self) -> dict:
         return {"state": str(self.role), "generation": self.generation, "reason": self.reason,

@@ -130,7 +130,7 @@ def down(cfg: PairConfig, timeout: float, force: bool) -> dict[str, Any]:
         done = agent_call(cfg, "b", "wait-finished", timeout=timeout + 5, timeout_=timeout)
         result["backup"] = done
         result["primary"] = try_status(cfg, "a")
-    for key in ("a", "b"):
+    for key in ("b", "a"):  # the backup first: it must not take a quitting primary for dead
         try:
             agent_call(cfg, key, "quit", timeout=5)
         except (AgentUnreachable, FtorchError):

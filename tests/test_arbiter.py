@@ -33,11 +33,20 @@ def test_record_round_trip_and_checks():
         decode(r.encode(), "p", 4, "gen-4")
 
 
-def test_claim_target_is_the_next_generation_of_the_pair():
-    assert claim_target(None, "b", "a") == 1
-    assert claim_target(rec(4, "a"), "b", "a") == 5      # backup taking over
-    assert claim_target(rec(4, "a"), "a", "b") == 5      # primary going on alone races for it too
-    assert claim_target(rec(4, "c"), "b", "a") is None
+def test_both_sides_race_for_the_one_generation_after_the_known_one():
+    assert claim_target(rec(4, "a"), 4, "b", "a") == 5      # backup taking over
+    assert claim_target(rec(4, "a"), 4, "a", "b") == 5      # primary going on alone: same target
+
+
+def test_a_side_that_reads_after_its_peer_won_has_lost():
+    # the peer already holds 5: claiming 6 would supersede it and make two live copies
+    assert claim_target(rec(5, "a"), 4, "b", "a") is None
+    assert claim_target(rec(5, "b"), 4, "a", "b") is None
+
+
+def test_unknown_owner_or_missing_record_is_not_claimed():
+    assert claim_target(rec(4, "c"), 4, "b", "a") is None
+    assert claim_target(None, 4, "b", "a") is None
 
 
 def test_primary_release_needs_newest_generation_and_fresh_confirmation():
