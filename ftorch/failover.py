@@ -37,6 +37,7 @@ class FailoverWatch(Worker):
         self.role = Role.PRIMARY if isinstance(agent_role, Primary) else Role.BACKUP
         self.generation: int | None = None   # the pair's generation this side operates under
         self.reason = ""
+        self.error = ""                      # what went wrong, kept when the role moves on
         self.times: dict[str, float] = {}
         self.lock = SharedLock(Path(self.cfg.shared_dir), self.cfg.pair)
         super().__init__()
@@ -115,7 +116,7 @@ class FailoverWatch(Worker):
             live, t = go_live(self.subject)
         except Exception as e:  # any failure after winning needs the operator, loudly
             log.exception("go-live failed")
-            self.reason = f"go-live failed: {e}"
+            self.error = f"go-live failed: {e}"
             self._apply(step(self.role, Event.GO_LIVE_FAILED))
             return
         self.times.update(replay_s=t.replay_s, save_s=t.save_s, start_s=t.start_s,
@@ -143,4 +144,4 @@ class FailoverWatch(Worker):
 
     def status(self) -> dict:
         return {"state": str(self.role), "generation": self.generation, "reason": self.reason,
-                **self.times}
+                "error": self.error, **self.times}

@@ -17,9 +17,11 @@ class Worker:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Idempotent, and safe on a worker that was never started."""
         self._stop.set()
         self._wake()
-        self._thread.join(timeout=timeout)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=timeout)
 
     def _wake(self) -> None:
         """Override when `_run` blocks on something other than `self._stop`."""

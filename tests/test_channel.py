@@ -205,3 +205,9 @@ def test_backup_of_another_recording_is_refused(tmp_path):
     with pytest.raises(Exception, match="not a chunk boundary"):
         tail.icount_at(HEADER_SIZE + 3)
     tail.stop()
+
+
+def test_stopping_a_worker_that_never_started_is_harmless(tmp_path):
+    tail = LogTail(str(tmp_path / "none.log"))
+    tail.stop()
+    tail.stop()

@@ -6,11 +6,17 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ftorch import lab
+from ftorch.config import PairConfig, load
+from ftorch.layout import domain_name
+from ftorch.virt import Host
 
 ROOT = Path(__file__).resolve().parents[2]
 FTORCH = [sys.executable, "-m", "ftorch"]
@@ -50,6 +56,23 @@ def write_config(tmp: Path, pair: str, **overrides: Any) -> Path:
     path = tmp / f"{pair}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+@contextmanager
+def running_pair(cfg_path: Path) -> Iterator[PairConfig]:
+    """`ftorch up` the pair; afterwards, whatever happened, nothing of it keeps running."""
+    cfg = load(cfg_path)
+    try:
+        ftorch("up", str(cfg_path), "--timeout", "240")
+        yield cfg
+    finally:
+        ftorch("down", str(cfg_path), "--force", check=False)
+        host = Host()
+        for key in ("a", "b"):  # by our own domain names, also if the agents died
+            host.destroy(domain_name(cfg, key))
+        if lab.LAN_NS in lab.namespaces():
+            lab.cut_link("a", True)
+        lab.down()
 
 
 def status(cfg: Path) -> dict[str, Any]:

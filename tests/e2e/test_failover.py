@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 
 from ftorch import lab, pair
-from ftorch.config import load
 from ftorch.layout import domain_name, paths
-from ftorch.virt import Host
 
-from .lab_helpers import Client, ftorch, side, wait_until, write_config
+from .lab_helpers import Client, running_pair, side, wait_until, write_config
 
 pytestmark = pytest.mark.e2e
 SAVEVM_REFUSED = "Record/replay does not allow making snapshot"
@@ -24,24 +22,16 @@ SAVEVM_REFUSED = "Record/replay does not allow making snapshot"
 def xfail_if_known_golive_failure(s: dict) -> None:
     """The one known way go-live fails (docs/qemu-notes.md): QEMU refuses savevm while a replay
     event is pending at the end of the log. Anything else is a real failure."""
-    reason = s.get("failover", {}).get("reason", "")
-    if s.get("role") == "fenced" and SAVEVM_REFUSED in reason:
-        pytest.xfail(f"known: go-live savevm refused at the end of the log ({reason[:80]}...)")
+    error = s.get("failover", {}).get("error", "")
+    if s.get("role") == "fenced" and SAVEVM_REFUSED in error:
+        pytest.xfail(f"known: go-live savevm refused at the end of the log ({error[:80]}...)")
 
 
 @pytest.fixture
 def ft_pair(tmp_path):
     cfg_path = write_config(tmp_path, "ft", failover={"enabled": True})
-    cfg = load(cfg_path)
-    try:
-        ftorch("up", str(cfg_path), "--timeout", "240")
+    with running_pair(cfg_path) as cfg:
         yield cfg_path, cfg, tmp_path
-    finally:
-        ftorch("down", str(cfg_path), "--force", check=False)
-        host = Host()
-        for key in ("a", "b"):
-            host.destroy(domain_name(cfg, key))
-        lab.down()
 
 
 def kill_host(cfg, key: str) -> None:

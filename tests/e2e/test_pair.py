@@ -14,12 +14,10 @@ import time
 import pytest
 
 from ftorch import lab
-from ftorch.config import load
-from ftorch.layout import domain_name, paths
+from ftorch.layout import paths
 from ftorch.replaylog import scan_file
-from ftorch.virt import Host
 
-from .lab_helpers import Client, ftorch, side, wait_until, write_config
+from .lab_helpers import Client, ftorch, running_pair, side, wait_until, write_config
 
 pytestmark = pytest.mark.e2e
 PAIR = "e2e"
@@ -30,17 +28,8 @@ def pair(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pair")
     # these tests cut the channel on purpose to test its resume; no failover races here
     cfg_path = write_config(tmp, PAIR, failover={"enabled": False})
-    cfg = load(cfg_path)
-    try:
-        ftorch("up", str(cfg_path), "--timeout", "240")
+    with running_pair(cfg_path) as cfg:
         yield cfg_path, cfg, tmp
-    finally:
-        ftorch("down", str(cfg_path), "--force", check=False)
-        host = Host()
-        for key in ("a", "b"):  # whatever happened above, nothing of ours keeps running
-            host.destroy(domain_name(cfg, key))
-        lab.cut_link("a", True) if "ftorch-lan" in lab.namespaces() else None
-        lab.down()
 
 
 def test_backup_follows_while_client_writes(pair):
