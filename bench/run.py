@@ -24,23 +24,13 @@ from rich.progress import Progress
 from ftorch import lab, pair
 from ftorch.config import load
 from ftorch.layout import paths
+from ftorch.stats import summary
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench/results"
 IDLE_S = 30.0
 LOAD_S = 30.0
 console = Console()
-
-
-def pct(xs: list[float], p: float) -> float | None:
-    if not xs:
-        return None
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
-
-
-def summary(xs: list[float]) -> dict[str, float | None]:
-    return {"n": len(xs), "p50": pct(xs, 50), "p99": pct(xs, 99), "max": max(xs) if xs else None}
 
 
 class SerialTicks(threading.Thread):
@@ -176,9 +166,9 @@ def markdown(res: dict) -> str:
             f"| log staleness: inbound frame given to QEMU until its log event is on the wire | {label} "
             f"| {fmt(s['p50'], ' ms', 1e3, 1)} | {fmt(s['p99'], ' ms', 1e3, 1)} | - | {s['samples']} |",
             f"| backup lag: serial tick on A until the same tick on B | {label} "
-            f"| {fmt(ls['p50'], ' s')} | {fmt(ls['p99'], ' s')} | {fmt(ls['max'], ' s')} | {ls['n']} |",
+            f"| {fmt(ls['p50'], ' s')} | {fmt(ls['p99'], ' s')} | {fmt(ls['max'], ' s')} | {ls['samples']} |",
             f"| backup lag: agent's estimate every 100 ms | {label} | {fmt(lq['p50'], ' s')} "
-            f"| {fmt(lq['p99'], ' s')} | {fmt(lq['max'], ' s')} | {lq['n']} |"]
+            f"| {fmt(lq['p99'], ' s')} | {fmt(lq['max'], ' s')} | {lq['samples']} |"]
     g = f.get("gate") or {}
     lines += ["", f"Output gate (shim on): {g.get('released')} frames released, added delay p50 "
               f"{fmt(g.get('delay_p50'), ' ms', 1e3, 2)}, p99 {fmt(g.get('delay_p99'), ' ms', 1e3, 2)}."]

@@ -12,6 +12,7 @@ from .logtail import LogTail
 from .netbridge import NetBridge
 from .sender import Sender
 from .shim import build as build_shim
+from .stats import summary
 from .virt import Guest, Host
 
 log = logging.getLogger("ftorch.primary")
@@ -83,9 +84,8 @@ class Primary:
                 icount = max(icount, self.guest.replay().icount)
             except Exception:  # the guest may be exiting between the two calls
                 pass
-        stale = sorted(s.staleness)
         g = self.net.gated
-        delays = sorted(g.delays) if g else []
+        delays = summary(g.delays) if g else {}
         return {
             "role": "primary", "mode": self.mode,
             "guest": "running" if active else ("ended" if self.tail.ended else "stopped"),
@@ -99,9 +99,6 @@ class Primary:
             "net": {"frames_in": self.net.frames_in, "frames_out": self.net.frames_out},
             "gate": None if g is None else {
                 "held": g.gate.held, "released": g.gate.released, "open": g.gate.open,
-                "delay_p50": delays[len(delays) // 2] if delays else None,
-                "delay_p99": delays[int(len(delays) * 0.99)] if delays else None},
-            "staleness_s": {"samples": len(stale),
-                            "p50": stale[len(stale) // 2] if stale else None,
-                            "p99": stale[int(len(stale) * 0.99)] if stale else None},
+                "delay_p50": delays["p50"], "delay_p99": delays["p99"]},
+            "staleness_s": summary(s.staleness),
         }
