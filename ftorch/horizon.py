@@ -3,7 +3,9 @@
 The backup must never run into the end of what it has received (QEMU stalls or exits there),
 so it is held by `replay-break` at `received - margin` instructions, the break moved forward as
 data arrives. QEMU deletes a break when it is hit and pauses; the loop then sets the next one and
-continues. Once the whole log is in the pipe (END received), the break goes to its very end.
+continues. Once the primary's END is received, the break goes to the log's very end (running on
+would replay the recorded SHUTDOWN). After an END we injected for a failover there is no break
+at all: QEMU must run onto the END and process every event of the last count, or savevm refuses.
 """
 from __future__ import annotations
 
@@ -16,18 +18,22 @@ PAUSED_STATES = {"paused", "prelaunch"}
 class Decision:
     set_break: int | None   # issue replay-break at this count
     cont: bool              # issue cont
+    delete_break: bool = False  # issue replay-delete-break
 
 
 def target(received_icount: int, margin: int, final: bool) -> int:
-    """The furthest count the backup may run to with what is in its pipe."""
+    """The furthest count the backup may run to with what it has received."""
     return received_icount if final else received_icount - margin
 
 
 def decide(received_icount: int, margin: int, final: bool, break_at: int | None, status: str,
-           icount: int) -> Decision:
-    """Next step given what is fed, the break in force (None if none) and the backup's state."""
+           icount: int, injected: bool = False) -> Decision:
+    """Next step given what is received, the break in force (None if none), the backup's state,
+    and whether the stream's END is one we injected for a failover."""
     paused = status in PAUSED_STATES
-    if paused and status == "paused":
+    if final and injected:
+        return Decision(None, cont=paused, delete_break=break_at is not None or paused)
+    if status == "paused":
         break_at = None  # QEMU deletes a break when it is hit
     goal = target(received_icount, margin, final)
     set_break = goal if goal > icount and (break_at is None or goal > break_at) else None

@@ -1,4 +1,4 @@
-"""Backup side: hold the replaying QEMU inside what its pipe holds, via replay-break.
+"""Backup side: hold the replaying QEMU inside what it has received, via replay-break.
 
 Runs the `horizon.decide` loop over QMP: woken by new data (or every interval), it moves the
 break forward and continues the backup when it has stopped at the old one. Also measures lag.
@@ -91,19 +91,13 @@ class ReplayController(Worker):
             self.finished = True
             log.info("backup replayed the whole log: icount %d", self.icount)
             return
-        if final and self.feeder.injected:
-            # Failover: no break; QEMU runs onto the END event we wrote and stays there with
-            # every event of the last count processed (a break at that count leaves some
-            # queued, and savevm then refuses).
-            if self.break_at is not None or self.status == "paused":
-                self.guest.qmp("replay-delete-break")
-                self.break_at = None
-            if self.status == "paused":
-                self.guest.qmp("cont")
-            return
-        d = decide(have, self.margin, final, self.break_at, self.status, self.icount)
+        d = decide(have, self.margin, final, self.break_at, self.status, self.icount,
+                   self.feeder.injected)
         if self.status == "paused":
             self.break_hits += 1
+            self.break_at = None
+        if d.delete_break:
+            self.guest.qmp("replay-delete-break")
             self.break_at = None
         if d.set_break is not None:
             self.guest.qmp("replay-break", icount=d.set_break)

@@ -31,5 +31,15 @@ def test_final_runs_to_the_very_end():
     assert decide(50_000, 10_000, True, 40_000, "paused", 40_000) == Decision(50_000, True)
 
 
+def test_injected_end_runs_free_onto_the_end():
+    # failover: a break at the last count would leave its events queued and savevm refusing
+    assert decide(50_000, 10_000, True, 40_000, "running", 30_000, injected=True) == \
+        Decision(None, False, delete_break=True)
+    assert decide(50_000, 10_000, True, None, "paused", 40_000, injected=True) == \
+        Decision(None, True, delete_break=True)
+    assert decide(50_000, 10_000, True, None, "running", 45_000, injected=True) == \
+        Decision(None, False, delete_break=False)
+
+
 def test_never_breaks_in_the_past():
     assert decide(15_000, 10_000, False, None, "running", 20_000) == Decision(None, False)
