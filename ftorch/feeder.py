@@ -42,7 +42,7 @@ class Feeder:
         self.icount = 0
         self.ended = False                     # the primary's END is in the spool
         self.final = False                     # ... and everything before it is in the pipe
-        self.injected = False                  # the END is ours (failover), not the primary's
+        self.injected = False                  # the END is ours, not the primary's
         self.error: str | None = None
         # One condition for "the spool grew" and "the pipe got more": the feeding thread and the
         # replay controller both wait on it.
@@ -73,16 +73,10 @@ class Feeder:
             self.received_icount = icount
             self._arrived.notify_all()
 
-    def end(self) -> None:
-        """The primary's log ended with what is spooled; once fed, the backup may run to its end."""
-        with self._arrived:
-            self.ended = True
-            self._arrived.notify_all()
-
     def inject_end(self) -> int:
-        """Failover: close the received stream with an END event so the backup replays exactly
-        to its last complete event and stays there (QEMU exits at a bare end of file). Returns
-        the final instruction count. Idempotent."""
+        """Close the received stream with an END event (at a failover, or after the primary's
+        clean stop) so the backup replays exactly to its last complete event and stays there
+        (QEMU exits at a bare end of file). Returns the final instruction count. Idempotent."""
         with self.changed:
             if not self.ended:
                 self.append(self.received, END_EVENT, self.received_icount)

@@ -3,9 +3,10 @@
 The backup must never run into the end of what it has received (QEMU stalls or exits there),
 so it is held by `replay-break` at `received - margin` instructions, the break moved forward as
 data arrives. QEMU deletes a break when it is hit and pauses; the loop then sets the next one and
-continues. Once the primary's END is received, the break goes to the log's very end (running on
-would replay the recorded SHUTDOWN). After an END we injected for a failover there is no break
-at all: QEMU must run onto the END and process every event of the last count, or savevm refuses.
+continues. After an END we wrote ourselves (the agents always end the backup's stream so, at a
+failover or after a clean stop) there is no break at all: QEMU runs onto the END and processes
+every event of the last count (savevm refuses otherwise). A stream ending in the primary's own
+END would instead be held with a break at its very end.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def target(received_icount: int, margin: int, final: bool) -> int:
 def decide(received_icount: int, margin: int, final: bool, break_at: int | None, status: str,
            icount: int, injected: bool = False) -> Decision:
     """Next step given what is received, the break in force (None if none), the backup's state,
-    and whether the stream's END is one we injected for a failover."""
+    and whether the stream's END is one we wrote ourselves."""
     paused = status in PAUSED_STATES
     if final and injected:
         return Decision(None, cont=paused, delete_break=break_at is not None or paused)

@@ -86,13 +86,31 @@ class LogTail(Worker):
         with self._cond:
             self._cond.notify_all()
 
+    @property
+    def stream_end(self) -> int | None:
+        """Where the streamed log ends once the recording is over: where its closing events
+        (SHUTDOWN, then clock reads and END, no instructions) begin.
+
+        The backup never gets them: replaying the recorded SHUTDOWN makes libvirt destroy the
+        backup before its final count can be read. Its feeder ends the stream with an END of its
+        own instead, as at a failover.
+        """
+        return self.parser.closing_at if self.parser.ended else None
+
     def _add(self, data: bytes) -> None:
         start = self.parser.offset
         done = self.parser.feed(data)
         if not done:
             return
         frames, self.parser.net_frames = self.parser.net_frames, []
-        chunk = Chunk(start, self.parser.offset - start, self.parser.icount, time.time(),
+        end = self.parser.offset
+        if self.parser.closing_at is not None:
+            end = min(end, self.parser.closing_at)
+        if end <= start:
+            with self._cond:
+                self._cond.notify_all()
+            return
+        chunk = Chunk(start, end - start, self.parser.icount, time.time(),
                       tuple(frame_key(f) for f in frames or ()))
         with self._cond:
             self._starts.append(chunk.offset)
@@ -110,7 +128,8 @@ class LogTail(Worker):
                         raise LogFormatError(f"offset {offset} is not a chunk boundary")
                     return self._chunks[i]
                 left = deadline - time.monotonic()
-                if left <= 0 or self.error or self.parser.ended and offset >= self.parser.offset:
+                stream_end = self.stream_end
+                if left <= 0 or self.error or stream_end is not None and offset >= stream_end:
                     return None
                 self._cond.wait(left)
 

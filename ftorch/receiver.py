@@ -123,7 +123,7 @@ class Receiver(Worker):
             if frame.offset != self.feeder.received:
                 raise ChannelError(f"END at {frame.offset} but only {self.feeder.received} received")
             self.stats.ended = True
-            self.feeder.end()
+            self.feeder.inject_end()  # the primary's own SHUTDOWN and END are never streamed
             log.info("primary's log ended at offset %d, icount %d", frame.offset, frame.icount)
             return True
         if frame.kind in (Kind.DATA, Kind.END):

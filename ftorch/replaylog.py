@@ -109,6 +109,8 @@ class LogParser:
         self.offset = offset
         self.icount = icount
         self.ended = False
+        # stream offset where the recording's closing events begin (first SHUTDOWN, or END)
+        self.closing_at: int | None = None
         self.counts = [0] * 40
         # When a list, every inbound network frame (ASYNC_NET payload) is appended to it:
         # the agent matches them to the frames it gave QEMU to measure log staleness.
@@ -148,6 +150,8 @@ class LogParser:
                 if kind == ASYNC_NET and self.net_frames is not None:
                     self.net_frames.append(bytes(buf[pos + 10:end]))
             counts[kind] += 1
+            if self.closing_at is None and (SHUTDOWN_FIRST <= kind <= SHUTDOWN_LAST or kind == END):
+                self.closing_at = self.offset + pos
             pos = end
             if kind == END:
                 self.ended = True

@@ -116,8 +116,9 @@ class Sender(Worker):
                     offset = chunk.end
                     last_send = time.monotonic()
                     continue
-            if self.tail.ended and self.stats.acked_offset >= self.tail.parser.offset:
-                off, ic = self.tail.head()
+            stream_end = self.tail.stream_end
+            if stream_end is not None and self.stats.acked_offset >= stream_end:
+                off, ic = stream_end, self.tail.parser.icount
                 sock.sendall(encode(Frame(Kind.END, off, ic, stamp=now_us())))
                 self.stats.finished = True
                 self.stats.state = "finished"

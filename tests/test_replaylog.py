@@ -33,6 +33,7 @@ def test_real_log_total_equals_qemu_count(real_log):
     assert p.feed(real_log[HEADER_SIZE:]) == len(real_log) - HEADER_SIZE
     assert p.icount == expected
     assert p.ended and p.pending == 0
+    assert p.closing_at is not None and p.closing_at < p.offset  # SHUTDOWN, clocks, END
     assert p.counts[8] > 0, "the fixture should hold disk (ASYNC_BLOCK) events"
 
 
