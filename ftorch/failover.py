@@ -120,7 +120,7 @@ class FailoverWatch(Worker):
             self._apply(step(self.role, Event.GO_LIVE_FAILED))
             return
         self.times.update(replay_s=t.replay_s, save_s=t.save_s, start_s=t.start_s,
-                          live_at=time.time())
+                          final_icount=t.final_icount, live_at=time.time())
         self.subject = live
         self.on_live(live)
         self._apply(step(self.role, Event.LIVE))

@@ -15,12 +15,14 @@ import stat
 import threading
 from pathlib import Path
 
-from .replaylog import END_EVENT, HEADER_SIZE, VERSION_BYTES
+from .replaylog import END_EVENT, HEADER_SIZE, VERSION_BYTES, block_completions
 
 log = logging.getLogger("ftorch.feeder")
 PIECE = 16384
 F_SETPIPE_SZ = 1031
 PIPE_BYTES = 1 << 20
+# Disk requests a guest may have in flight when its primary dies (virtio-blk queue depth).
+IN_FLIGHT_MAX = 128
 
 
 def make_fifo(fifo: Path, uid: int, gid: int) -> None:
@@ -38,6 +40,7 @@ class Feeder:
         self.fifo = fifo
         self.received = HEADER_SIZE            # end of what is in the spool
         self.received_icount = 0
+        self.received_block = 0                # lowest disk request not completed at `received`
         self.offset = HEADER_SIZE              # end of what is in the pipe
         self.icount = 0
         self.ended = False                     # the primary's END is in the spool
@@ -62,8 +65,9 @@ class Feeder:
         self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
         self._thread.start()
 
-    def append(self, offset: int, events: bytes, icount: int) -> None:
-        """Spool complete events that start at `offset` and end at instruction count `icount`."""
+    def append(self, offset: int, events: bytes, icount: int, block: int | None = None) -> None:
+        """Spool complete events that start at `offset` and end at instruction count `icount`
+        (`block`: lowest disk request not completed at their end, if it changed)."""
         if offset != self.received:
             raise ValueError(f"append at {offset}, expected {self.received}")
         os.pwrite(self._spool, events, offset)
@@ -71,15 +75,19 @@ class Feeder:
             self._chunks.append((offset, len(events), icount))
             self.received += len(events)
             self.received_icount = icount
+            if block is not None:
+                self.received_block = block
             self._arrived.notify_all()
 
     def inject_end(self) -> int:
-        """Close the received stream with an END event (at a failover, or after the primary's
-        clean stop) so the backup replays exactly to its last complete event and stays there
-        (QEMU exits at a bare end of file). Returns the final instruction count. Idempotent."""
+        """Close the received stream (at a failover, or after the primary's clean stop) so the
+        backup replays exactly to its last complete event and stays there (QEMU exits at a bare
+        end of file): completions for the disk requests the guest may have in flight, then END.
+        Returns the final instruction count. Idempotent."""
         with self.changed:
             if not self.ended:
-                self.append(self.received, END_EVENT, self.received_icount)
+                tail = block_completions(self.received_block, IN_FLIGHT_MAX) + END_EVENT
+                self.append(self.received, tail, self.received_icount)
                 self.ended = self.injected = True
                 self.changed.notify_all()
             return self.received_icount

@@ -1,8 +1,9 @@
 """Logging-channel framing between the agents: sans-I/O encode/decode with CRC32.
 
 Every frame: magic b"FT", version, type, u64 offset, u64 icount, u64 stamp (sender's wall clock,
-microseconds), u32 length, u32 CRC32 (of the header before it and the payload), then the
-payload. Big-endian throughout. A DATA frame's stamp is when the primary read it from the log.
+microseconds), u64 block, u32 length, u32 CRC32 (of the header before it and the payload), then
+the payload. Big-endian throughout. A DATA frame's stamp is when the primary read it from the
+log; its block is the lowest disk-request number not completed at its end (see go-live).
   HELLO  receiver -> sender: resume at `offset` (icount there); payload: pair name
   DATA   sender -> receiver: complete log events starting at `offset`; `icount` at their end
   ACK    receiver -> sender: every byte before `offset` is in the backup's pipe; `icount`: the
@@ -21,8 +22,8 @@ from enum import IntEnum
 from .errors import FrameError
 
 MAGIC = b"FT"
-VERSION = 1
-_HEAD = struct.Struct(">2sBBQQQI")
+VERSION = 2
+_HEAD = struct.Struct(">2sBBQQQQI")
 _CRC = struct.Struct(">I")
 HEADER_SIZE = _HEAD.size + _CRC.size
 MAX_PAYLOAD = 1 << 20
@@ -48,6 +49,7 @@ class Frame:
     icount: int
     payload: bytes = b""
     stamp: int = 0
+    block: int = 0
 
     @property
     def end(self) -> int:
@@ -60,7 +62,7 @@ def encode(frame: Frame) -> bytes:
     if len(frame.payload) > MAX_PAYLOAD:
         raise FrameError(f"payload of {len(frame.payload)} bytes exceeds {MAX_PAYLOAD}")
     head = _HEAD.pack(MAGIC, VERSION, frame.kind, frame.offset, frame.icount, frame.stamp,
-                      len(frame.payload))
+                      frame.block, len(frame.payload))
     crc = zlib.crc32(frame.payload, zlib.crc32(head))
     return head + _CRC.pack(crc) + frame.payload
 
@@ -75,7 +77,8 @@ class FrameDecoder:
         self._buf += data
         frames = []
         while len(self._buf) >= HEADER_SIZE:
-            magic, version, kind, offset, icount, stamp, length = _HEAD.unpack_from(self._buf)
+            magic, version, kind, offset, icount, stamp, block, length = _HEAD.unpack_from(
+                self._buf)
             if magic != MAGIC:
                 raise FrameError(f"bad frame magic {bytes(magic)!r}: stream is not an ftorch channel "
                                  "or lost sync")
@@ -94,6 +97,6 @@ class FrameDecoder:
                 kind = Kind(kind)
             except ValueError:
                 raise FrameError(f"unknown frame type {kind}") from None
-            frames.append(Frame(kind, offset, icount, payload, stamp))
+            frames.append(Frame(kind, offset, icount, payload, stamp, block))
             del self._buf[:HEADER_SIZE + length]
         return frames

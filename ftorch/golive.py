@@ -1,8 +1,9 @@
 """Go-live: turn a backup's replaying QEMU into the live, recording guest on this host.
 
-Replay exactly to the end of what was received (an END event closes the stream), stop, save the
-state as an internal snapshot, and start a recording QEMU from it with this host's NIC on the
-LAN; then announce the guest's MAC so the LAN finds it here.
+Replay exactly to the end of what was received (completions for the disk requests in flight and
+an END close the stream: see Feeder.inject_end), stop, save the state as an internal snapshot,
+repair the snapshot's replay section, and start a recording QEMU from it with this host's NIC on
+the LAN; then announce the guest's MAC so the LAN finds it here.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .backup import Backup
 from .errors import VirtError
 from .layout import domain_name
 from .primary import Primary
+from .snaprepair import repair
 
 log = logging.getLogger("ftorch.golive")
 SNAPSHOT = "ftorch-golive"
@@ -22,7 +24,7 @@ SNAPSHOT = "ftorch-golive"
 @dataclass
 class GoLiveTimes:
     replay_s: float = 0.0      # replaying what was left in the spool
-    save_s: float = 0.0        # stop + savevm + quit
+    save_s: float = 0.0        # stop + savevm + quit + snapshot repair
     start_s: float = 0.0       # recording QEMU from the snapshot until running
     final_icount: int = 0
 
@@ -62,6 +64,10 @@ def go_live(backup: Backup, timeout_s: float = 300.0) -> tuple[Primary, GoLiveTi
     name = domain_name(backup.cfg, backup.key)
     if not backup.host.wait_gone(name, timeout=30):
         raise VirtError(f"go-live: the replaying QEMU {name} did not go away")
+    before, _ = repair(str(backup.paths.disk), SNAPSHOT)
+    log.info("go-live snapshot repaired: it held data_kind %d, unread %d, read_event_id %d, "
+             "block_request_id %d", before.data_kind, before.has_unread_data,
+             before.read_event_id, before.block_request_id)
     t2 = time.monotonic()
     t.save_s = t2 - t1
     live = Primary(backup.cfg, backup.key, backup.host, mode="unprotected", loadvm=SNAPSHOT)

@@ -29,6 +29,7 @@ class Chunk:
     icount: int        # instruction count at the end of the chunk
     read_at: float     # wall clock when the tail read it
     net_keys: tuple[bytes, ...] = ()
+    block: int = 0     # lowest disk-request number not completed at the end of the chunk
 
     @property
     def end(self) -> int:
@@ -111,7 +112,7 @@ class LogTail(Worker):
                 self._cond.notify_all()
             return
         chunk = Chunk(start, end - start, self.parser.icount, time.time(),
-                      tuple(frame_key(f) for f in frames or ()))
+                      tuple(frame_key(f) for f in frames or ()), self.parser.first_open_block)
         with self._cond:
             self._starts.append(chunk.offset)
             self._chunks.append(chunk)

@@ -112,7 +112,7 @@ class Receiver(Worker):
             if frame.offset != self.feeder.received:
                 raise ChannelError(f"gap in the log stream: frame at {frame.offset}, "
                                    f"expected {self.feeder.received}")
-            self.feeder.append(frame.offset, frame.payload, frame.icount)
+            self.feeder.append(frame.offset, frame.payload, frame.icount, frame.block)
             self.stats.received_bytes += len(frame.payload)
             self.on_data(frame)
             if not self.hold_acks.is_set():

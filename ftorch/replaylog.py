@@ -17,6 +17,7 @@ VERSION_BYTES = struct.pack(">I", REPLAY_VERSION)
 
 INSTRUCTION = 0
 ASYNC_INPUT = 5
+ASYNC_BLOCK = 8
 ASYNC_CHAR_READ = 7
 ASYNC_NET = 9
 SHUTDOWN_FIRST, SHUTDOWN_LAST = 10, 21
@@ -105,9 +106,15 @@ class LogParser:
     until the event completes. `counts` tallies events by kind.
     """
 
-    def __init__(self, offset: int = HEADER_SIZE, icount: int = 0) -> None:
+    def __init__(self, offset: int = HEADER_SIZE, icount: int = 0, next_block: int = 0) -> None:
         self.offset = offset
         self.icount = icount
+        # blkreplay numbers disk requests from 0 (or the snapshot's count); completions
+        # (ASYNC_BLOCK) carry the number. One past the highest completion seen, and the lower
+        # numbers not completed yet (completions can overtake each other; rarely seen).
+        self.next_block = next_block
+        self.open_blocks: set[int] = set()
+        self.blocks_out_of_order = 0
         self.ended = False
         # stream offset where the recording's closing events begin (first SHUTDOWN, or END)
         self.closing_at: int | None = None
@@ -140,6 +147,8 @@ class LogParser:
                     break
                 if kind == INSTRUCTION:
                     icount += unpack(">I", buf, pos + 1)[0]
+                elif kind == ASYNC_BLOCK:
+                    self._completed(unpack(">Q", buf, pos + 1)[0])
             else:
                 try:
                     end = _variable_end(kind, buf, pos + 1)
@@ -162,8 +171,31 @@ class LogParser:
         self.icount = icount
         return pos
 
+    def _completed(self, block: int) -> None:
+        if block >= self.next_block:
+            if block > self.next_block:
+                self.blocks_out_of_order += 1
+                self.open_blocks.update(range(self.next_block, block))
+            self.next_block = block + 1
+        else:
+            self.open_blocks.discard(block)
+
+    @property
+    def first_open_block(self) -> int:
+        """Lowest disk request number that may still be in flight."""
+        return min(self.open_blocks) if self.open_blocks else self.next_block
+
     def boundary(self) -> Boundary:
         return Boundary(self.offset, self.icount)
+
+
+def block_completions(first: int, count: int) -> bytes:
+    """ASYNC_BLOCK events completing disk requests first, first+1, ...: at a failover they end
+    the backup's stream so that the requests the guest had in flight when the primary died
+    complete (the backup did the I/O; the dead primary never logged the completion) and QEMU
+    will snapshot (it refuses while a replay event is queued). QEMU takes them in order and
+    stops at the first id that is not in flight, so extra ids are harmless."""
+    return b"".join(struct.pack(">BQ", ASYNC_BLOCK, first + i) for i in range(count))
 
 
 def scan_file(path: str) -> LogParser:

@@ -12,20 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from ftorch.feeder import Feeder
+from ftorch.feeder import IN_FLIGHT_MAX, Feeder
 from ftorch.logtail import LogTail
 from ftorch.receiver import Receiver
-from ftorch.replaylog import END, HEADER_SIZE, INSTRUCTION, VERSION_BYTES
+from ftorch.replaylog import END, HEADER_SIZE, INSTRUCTION, VERSION_BYTES, block_completions
 from ftorch.sender import Sender
 
 
 def events(n: int, start: int = 0) -> bytes:
-    """n INSTRUCTION events of 1000 + i instructions, plus a CLOCK event every 10."""
+    """n INSTRUCTION events of 1000 + i instructions, plus a CLOCK event every 10 and a disk
+    completion (number i // 100) every 100."""
     out = bytearray()
     for i in range(start, start + n):
         out += bytes([INSTRUCTION]) + struct.pack(">I", 1000 + i)
         if i % 10 == 0:
             out += bytes([28]) + struct.pack(">q", i)
+        if i % 100 == 0:
+            out += block_completions(i // 100, 1)
     return bytes(out)
 
 
@@ -145,8 +148,10 @@ def test_stream_arrives_exactly_and_ends(channel):
         append(log_path, body[i:i + 777])
     append(log_path, bytes([14, 28]) + struct.pack(">q", 7) + bytes([END]))  # SHUTDOWN, clock, END
     wait(lambda: sender.stats.finished and feeder.final)
-    # the recorded closing events never reach the backup; its feeder writes an END of its own
-    assert bytes(reader.data) == VERSION_BYTES + body + bytes([END])
+    # the recorded closing events never reach the backup; its feeder writes an END of its own,
+    # after completions for the disk requests that may be in flight (30 completed: 0-29)
+    assert feeder.received_block == 30
+    assert bytes(reader.data) == VERSION_BYTES + body + block_completions(30, IN_FLIGHT_MAX) + bytes([END])
     assert feeder.injected
     assert feeder.icount == icount_of(3000)
     assert sender.stats.acked_offset == HEADER_SIZE + len(body)

@@ -37,7 +37,7 @@ def test_bad_magic_version_length():
     with pytest.raises(FrameError, match="version 9"):
         FrameDecoder().feed(bytes(wire))
     wire = bytearray(encode(Frame(Kind.ACK, 1, 2)))
-    wire[28:32] = (MAX_PAYLOAD + 1).to_bytes(4, "big")
+    wire[36:40] = (MAX_PAYLOAD + 1).to_bytes(4, "big")
     with pytest.raises(FrameError, match="exceeds"):
         FrameDecoder().feed(bytes(wire))
     with pytest.raises(FrameError):

@@ -14,6 +14,7 @@ from ftorch.replaylog import (
     INSTRUCTION,
     REPLAY_VERSION,
     LogParser,
+    block_completions,
     check_header,
     scan_file,
 )
@@ -35,6 +36,22 @@ def test_real_log_total_equals_qemu_count(real_log):
     assert p.ended and p.pending == 0
     assert p.closing_at is not None and p.closing_at < p.offset  # SHUTDOWN, clocks, END
     assert p.counts[8] > 0, "the fixture should hold disk (ASYNC_BLOCK) events"
+    # QEMU numbers disk requests from 0 and completed them in order in this recording
+    assert p.next_block == p.counts[8] and p.first_open_block == p.next_block
+    assert p.blocks_out_of_order == 0
+
+
+def test_block_completions_tracked_in_and_out_of_order():
+    p = LogParser(next_block=5)
+    p.feed(block_completions(5, 2))
+    assert (p.next_block, p.first_open_block) == (7, 7)
+    p.feed(block_completions(9, 1))            # 7 and 8 overtaken: still open
+    assert (p.next_block, p.first_open_block, p.blocks_out_of_order) == (10, 7, 1)
+    p.feed(block_completions(7, 1))
+    assert p.first_open_block == 8
+    p.feed(block_completions(8, 1))
+    assert p.first_open_block == 10 and not p.open_blocks
+    assert block_completions(3, 2) == b"\x08" + (3).to_bytes(8, "big") + b"\x08" + (4).to_bytes(8, "big")
 
 
 def test_split_feeding_gives_same_boundaries(real_log):
