@@ -8,6 +8,7 @@ Only addresses inside these namespaces are used. Cutting a host off the LAN is `
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -113,6 +114,14 @@ def cut_link(key: str, up_: bool) -> None:
     """Unplug (or plug back) host `key`'s cable to the LAN."""
     host = {h.key: h for h in HOSTS}[key]
     _ip("-n", LAN_NS, "link", "set", host.lan_port, "up" if up_ else "down")
+
+
+def kill_host(agent_pid_file: Path, domain: str) -> None:
+    """A host dies: its agent and its QEMU get SIGKILL, nothing shuts down cleanly."""
+    agent_pid = int(agent_pid_file.read_text())
+    qemu_pid = int(Path(f"/run/libvirt/qemu/{domain}.pid").read_text())
+    for pid in (agent_pid, qemu_pid):
+        os.kill(pid, signal.SIGKILL)
 
 
 def status() -> dict[str, object]:
