@@ -4,7 +4,8 @@
 Scenarios, same guest and workload: plain (no record/replay), recorded alone (unprotected),
 and the protected pair. Each: boot, wait for the service (and, for the pair, for the backup to
 catch up), IDLE_S of idle, then LOAD_S of a client writing over one TCP connection.
-Writes bench/results/replication.json, bench/results/latest.md and bench/results/lag.png.
+Then the failover runs (bench/failover.py). Writes bench/results/replication.json,
+bench/results/failover.json, bench/results/latest.md and bench/results/lag.png.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import failover
 import yaml
 from rich.console import Console
 from rich.progress import Progress
@@ -169,6 +171,10 @@ def markdown(res: dict) -> str:
             f"| {fmt(ls['p50'], ' s')} | {fmt(ls['p99'], ' s')} | {fmt(ls['max'], ' s')} | {ls['samples']} |",
             f"| backup lag: agent's estimate every 100 ms | {label} | {fmt(lq['p50'], ' s')} "
             f"| {fmt(lq['p99'], ' s')} | {fmt(lq['max'], ' s')} | {lq['samples']} |"]
+    rtt_f, rtt_r = f["rtt_s"], r["rtt_s"]
+    lines += ["", "Round trip with FT against the same guest unprotected (recorded alone): p50 "
+              f"{rtt_f['p50'] / rtt_r['p50']:.2f}x, p99 {rtt_f['p99'] / rtt_r['p99']:.2f}x; "
+              f"requests/s {f['request_rate'] / r['request_rate']:.2f}x."]
     g = f.get("gate") or {}
     lines += ["", f"Output gate (shim on): {g.get('released')} frames released, added delay p50 "
               f"{fmt(g.get('delay_p50'), ' ms', 1e3, 2)}, p99 {fmt(g.get('delay_p99'), ' ms', 1e3, 2)}."]
@@ -207,15 +213,18 @@ def main() -> int:
         try:
             for name, mode, path in runs:
                 res[name] = scenario(name, mode, path, tmp, progress)
+            fail = failover.run(cfg, tmp, progress)
         finally:
             pair.down(load(cfg), timeout=10, force=True)
             lab.down()
     for name, _, _ in runs:
         res[name]["ratio_to_plain"] = res[name]["request_rate"] / res["plain"]["request_rate"]
     (OUT / "replication.json").write_text(json.dumps(res, indent=2) + "\n")
-    (OUT / "latest.md").write_text(markdown(res))
+    (OUT / "failover.json").write_text(json.dumps(fail, indent=2) + "\n")
+    text = markdown(res) + "\n" + failover.markdown(fail, load(cfg).channel.timeout_s)
+    (OUT / "latest.md").write_text(text)
     plot(res)
-    console.print(markdown(res))
+    console.print(text)
     return 0
 
 

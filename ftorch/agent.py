@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from .backup import Backup
@@ -46,7 +47,7 @@ class Agent:
             st = {"host": self.key, "pair": self.cfg.pair, "pid": os.getpid(), **self.role.status()}
             if self.watch is not None:
                 st["failover"] = self.watch.status()
-                if self.watch.role in (Role.LIVE_ALONE, Role.FENCED):
+                if self.watch.role in (Role.LIVE_ALONE, Role.FENCED, Role.HANDED_OVER):
                     st["role"] = str(self.watch.role)
             return st
         if cmd == "stop-guest" and isinstance(self.role, Primary):
@@ -56,9 +57,26 @@ class Agent:
         if cmd == "inject" and isinstance(self.role, Primary) and req.get("what") == "corrupt-frame":
             self.role.sender.corrupt_next.set()
             return {"injected": "corrupt-frame"}
+        if cmd == "inject" and isinstance(self.role, Primary) and req.get("what") == "truncate-frame":
+            sender = self.role.sender
+            sender.truncate_next.set()
+            deadline = time.monotonic() + 30
+            while sender.truncated is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if sender.truncated is None:
+                raise FtorchError("truncate-frame: no DATA frame was sent within 30 s")
+            return {"injected": "truncate-frame", **sender.truncated}
         if cmd == "hold-acks" and isinstance(self.role, Backup):
             (self.role.receiver.hold_acks.set if req.get("on") else self.role.receiver.hold_acks.clear)()
             return {"hold_acks": bool(req.get("on"))}
+        if cmd in ("handover", "take-over", "resume"):
+            if self.watch is None:
+                raise FtorchError(f"{cmd}: failover is disabled for pair {self.cfg.pair} "
+                                  "(failover.enabled in the config)")
+            timeout = float(req.get("timeout_", 60))
+            if cmd == "handover":
+                return self.watch.handover(timeout)
+            return self.watch.take_over(timeout) if cmd == "take-over" else self.watch.resume()
         if cmd == "quit":
             if self.watch is not None:
                 self.watch.halt()  # an operator stop never fails over

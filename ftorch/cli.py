@@ -106,13 +106,15 @@ def up(config: str = typer.Argument(..., help="The pair's YAML config."),
 
 def _status_table(data: dict[str, Any]) -> None:
     t = Table(title=f"pair {data['pair']}")
-    for col in ("host", "role", "guest", "icount", "lag (instr)", "lag (s)", "channel",
+    for col in ("host", "role", "gen", "guest", "icount", "lag (instr)", "lag (s)", "channel",
                 "log sent/acked (bytes)"):
         t.add_column(col)
     for key, s in data["hosts"].items():
         ch = s.get("channel", {})
         lag_s = s.get("lag_seconds")
-        t.add_row(key, s.get("role", "?"), str(s.get("guest", s.get("error", ""))),
+        gen = (s.get("failover") or {}).get("generation")
+        t.add_row(key, s.get("role", "?"), "" if gen is None else str(gen),
+                  str(s.get("guest", s.get("error", ""))),
                   str(s.get("icount", "")), str(s.get("lag_instructions", "")),
                   f"{lag_s:.3f}" if isinstance(lag_s, float) else "",
                   ch.get("state", ""),
@@ -150,6 +152,32 @@ def down(config: str = typer.Argument(..., help="The pair's YAML config."),
                                       if "backup" in d else "")))
 
 
+@app.command()
+def failover(config: str = typer.Argument(..., help="The pair's YAML config."),
+             timeout: float = typer.Option(60, help="Seconds for each side's part."),
+             as_json: bool = typer.Option(False, "--json", help="Machine-readable summary.")) -> None:
+    """Planned switch: the backup becomes the live primary; nothing is lost.
+
+    The primary pauses its guest and hands the rest of its log to the backup; the backup claims
+    the pair (generation + 1) and goes live where the primary paused, with the guest's disk,
+    memory and TCP connections; the old primary then stops. Clients see one pause (about the
+    go-live time, a few seconds). The pair is unprotected afterwards until re-protected.
+    Refused (exit 1) unless the pair is protected and the backup has caught up.
+
+    Example: ftorch failover examples/lab.yaml && ftorch status examples/lab.yaml
+    """
+    from .switch import failover as do_failover
+    cfg = _config(config)
+    try:
+        result = do_failover(cfg, timeout)
+    except FtorchError as e:
+        _fail(e)
+    _emit(result, as_json, lambda d: console.print(
+        f"pair {d['pair']} is live on host {d['to']} (generation {d['generation']}); the guest "
+        f"was paused {d['paused_s']:.2f} s (go-live: replay {d['replay_s']:.2f} s, save "
+        f"{d['save_s']:.2f} s, start {d['start_s']:.2f} s)"))
+
+
 @agent_app.command("run")
 def agent_run(config: str, host: str = typer.Option(..., help="a or b"),
               role: str = typer.Option(..., help="primary or backup"),
@@ -169,6 +197,18 @@ def corrupt_frame(config: str) -> None:
     except FtorchError as e:
         _fail(e)
     console.print("the next DATA frame will be corrupted")
+
+
+@debug_app.command("truncate-frame")
+def truncate_frame(config: str) -> None:
+    """Make the primary send half of its next DATA frame and then go mute, as a host dying in
+    mid-send would (the backup must drop the partial frame). Prints the frame's offset."""
+    cfg = _config(config)
+    try:
+        r = pair_ops.agent_call(cfg, "a", "inject", timeout=40, what="truncate-frame")
+    except FtorchError as e:
+        _fail(e)
+    console.print(f"sent {r['sent']} of {r['length']} bytes of the frame at offset {r['offset']}")
 
 
 @debug_app.command("hold-acks")

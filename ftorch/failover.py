@@ -39,6 +39,7 @@ class FailoverWatch(Worker):
         self.reason = ""
         self.error = ""                      # what went wrong, kept when the role moves on
         self.times: dict[str, float] = {}
+        self._timeout = 60.0                 # for a handover
         self.lock = SharedLock(Path(self.cfg.shared_dir), self.cfg.pair)
         super().__init__()
 
@@ -75,13 +76,19 @@ class FailoverWatch(Worker):
                 self._go_on_alone()
             elif action == Action.GO_LIVE:
                 self._go_live()
+            elif action == Action.HAND_OVER:
+                assert isinstance(self.subject, Primary)
+                self.times.update(self.subject.handover(self._timeout))
+            elif action == Action.RESUME_GUEST:
+                assert isinstance(self.subject, Primary)
+                self.subject.resume_guest()
             elif action == Action.ALERT:
                 log.error("operator needed: %s", self.reason)
                 self._fence()
 
     def _claim(self) -> Event:
         if self.generation is None:
-            self.reason = "this side never knew the pair's generation"
+            self.error = "arbiter: this side never knew the pair's generation"
             return Event.ARBITER_UNREACHABLE
         try:
             current = self.lock.current()
@@ -90,9 +97,10 @@ class FailoverWatch(Worker):
                 self.reason = (f"generation {current.generation} belongs to {current.host}"
                                if current else "the ownership record is gone")
                 return Event.CLAIM_LOST
-            won = self.lock.claim(target, self.key, "peer silent")
+            won = self.lock.claim(target, self.key, self.reason)
         except ArbiterError as e:
-            self.reason = str(e)
+            self.error = f"arbiter: {e}"
+            log.error("%s", self.error)
             return Event.ARBITER_UNREACHABLE
         if won is None:
             return Event.CLAIM_LOST
@@ -136,6 +144,38 @@ class FailoverWatch(Worker):
                 log.error("fenced, but pausing the guest failed: %s", e)
         else:
             self.subject.receiver.stop(timeout=1)
+
+    # --- planned switch (`ftorch failover`): called from the agent's control socket ---------
+
+    def _require(self, role: Role, what: str) -> None:
+        if self.role != role:
+            raise FtorchError(f"{what}: host {self.key} is {self.role}, not {role}")
+
+    def handover(self, timeout: float) -> dict:
+        """Primary: pause, end the stream, wait until the backup holds all of it."""
+        self._require(Role.PRIMARY, "handover")
+        self._timeout = timeout
+        self._apply(step(self.role, Event.HANDOVER))
+        return self.status()
+
+    def take_over(self, timeout: float) -> dict:
+        """Backup, after the handover: claim the next generation and go live."""
+        self._require(Role.BACKUP, "take-over")
+        r = self.subject.receiver.stats
+        deadline = time.monotonic() + timeout
+        while not r.ended:
+            if time.monotonic() > deadline:
+                raise FtorchError(f"take-over: the primary did not hand over its log within {timeout:.0f} s")
+            time.sleep(0.05)
+        self.times["take_over_at"] = time.time()
+        self._apply(step(self.role, Event.TAKE_OVER))
+        return self.status()
+
+    def resume(self) -> dict:
+        """Handed-over primary whose backup did not take over: claim the pair back, go on alone."""
+        self._require(Role.HANDED_OVER, "resume")
+        self._apply(step(self.role, Event.RESUME))
+        return self.status()
 
     def halt(self) -> None:
         """Operator stop: whatever the channel does from now on, this side does not act."""

@@ -73,6 +73,11 @@ class FrameDecoder:
     def __init__(self) -> None:
         self._buf = bytearray()
 
+    @property
+    def pending(self) -> int:
+        """Bytes of a frame not complete yet (dropped if the connection ends here)."""
+        return len(self._buf)
+
     def feed(self, data: bytes) -> list[Frame]:
         self._buf += data
         frames = []

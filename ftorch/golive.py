@@ -60,14 +60,17 @@ def go_live(backup: Backup, timeout_s: float = 300.0) -> tuple[Primary, GoLiveTi
     guest = backup.guest
     assert guest is not None
     _savevm(guest)
+    t_saved = time.monotonic()
     backup.close()
     name = domain_name(backup.cfg, backup.key)
     if not backup.host.wait_gone(name, timeout=30):
         raise VirtError(f"go-live: the replaying QEMU {name} did not go away")
+    t_gone = time.monotonic()
     before, _ = repair(str(backup.paths.disk), SNAPSHOT)
     log.info("go-live snapshot repaired: it held data_kind %d, unread %d, read_event_id %d, "
-             "block_request_id %d", before.data_kind, before.has_unread_data,
-             before.read_event_id, before.block_request_id)
+             "block_request_id %d (stop+savevm %.2f s, backup closed %.2f s, repair %.2f s)",
+             before.data_kind, before.has_unread_data, before.read_event_id,
+             before.block_request_id, t_saved - t1, t_gone - t_saved, time.monotonic() - t_gone)
     t2 = time.monotonic()
     t.save_s = t2 - t1
     live = Primary(backup.cfg, backup.key, backup.host, mode="unprotected", loadvm=SNAPSHOT)

@@ -56,6 +56,8 @@ class LogTail(Worker):
         self._chunks: list[Chunk] = []
         self._cond = threading.Condition()
         self._fd: int | None = None
+        self.cut: int | None = None     # a planned switch ends the stream here (cut_here)
+        self.read_to = HEADER_SIZE      # file bytes consumed
         super().__init__()
 
     @property
@@ -81,6 +83,9 @@ class LogTail(Worker):
                     continue
                 pos += len(data)
                 self._add(data)
+                with self._cond:
+                    self.read_to = pos
+                    self._cond.notify_all()
         except (LogFormatError, OSError) as e:
             self.error = f"log tail of {self.path} failed: {e}"
             log.error("%s", self.error)
@@ -94,9 +99,29 @@ class LogTail(Worker):
 
         The backup never gets them: replaying the recorded SHUTDOWN makes libvirt destroy the
         backup before its final count can be read. Its feeder ends the stream with an END of its
-        own instead, as at a failover.
+        own instead, as at a failover. A planned switch ends it earlier, at `cut`.
         """
+        if self.cut is not None:
+            return self.cut
         return self.parser.closing_at if self.parser.ended else None
+
+    def cut_here(self, timeout: float) -> tuple[int, int]:
+        """End the stream after every complete event now in the file (the guest is paused);
+        return (offset, icount) there."""
+        size = os.stat(self.path).st_size
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.read_to < size and not self.error:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LogFormatError(f"log tail did not reach offset {size} in {timeout:.0f} s")
+                self._cond.wait(left)
+            if self.error:
+                raise LogFormatError(self.error)
+            end = self.stream_end if self.stream_end is not None else self.parser.offset
+            self.cut = end
+            self._cond.notify_all()
+            return end, self.icount_at(end)
 
     def _add(self, data: bytes) -> None:
         start = self.parser.offset
@@ -108,8 +133,6 @@ class LogTail(Worker):
         if self.parser.closing_at is not None:
             end = min(end, self.parser.closing_at)
         if end <= start:
-            with self._cond:
-                self._cond.notify_all()
             return
         chunk = Chunk(start, end - start, self.parser.icount, time.time(),
                       tuple(frame_key(f) for f in frames or ()), self.parser.first_open_block)
@@ -123,14 +146,16 @@ class LogTail(Worker):
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
+                stream_end = self.stream_end
+                if stream_end is not None and offset >= stream_end:
+                    return None
                 i = bisect.bisect_left(self._starts, offset)
                 if i < len(self._starts):
                     if self._starts[i] != offset:
                         raise LogFormatError(f"offset {offset} is not a chunk boundary")
                     return self._chunks[i]
                 left = deadline - time.monotonic()
-                stream_end = self.stream_end
-                if left <= 0 or self.error or stream_end is not None and offset >= stream_end:
+                if left <= 0 or self.error:
                     return None
                 self._cond.wait(left)
 

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from .config import PairConfig
 from .domain import Mode, render
+from .errors import FtorchError
 from .lab import TAP
 from .layout import domain_name, guest_spec, paths
 from .logtail import LogTail
@@ -57,6 +59,33 @@ class Primary:
         self.net.start()
         if self.mode == "protected":
             self.sender.start()
+
+    def handover(self, timeout: float) -> dict[str, Any]:
+        """Planned switch, primary's half: pause the guest, end the stream after the last event
+        it recorded, and wait until the backup has acknowledged all of it.
+
+        Output the guest sent before the pause leaves as the backup acknowledges it; anything
+        recorded after the cut is never acknowledged, so never released: the backup, going live
+        at the cut, runs that part again. So the cut need not be exact, only complete events.
+        """
+        assert self.guest is not None
+        paused_at = time.time()
+        self.guest.qmp("stop")
+        # the shim writes QEMU's buffered log every flush_us: let it write what preceded the pause
+        time.sleep(3 * self.cfg.replay.flush_us / 1e6 + 0.002)
+        offset, icount = self.tail.cut_here(timeout)
+        deadline = time.monotonic() + timeout
+        while not self.sender.stats.finished:
+            if time.monotonic() > deadline:
+                raise FtorchError(f"handover: the backup acknowledged the log to offset "
+                                  f"{self.sender.stats.acked_offset} of {offset} in {timeout:.0f} s")
+            time.sleep(0.01)
+        log.info("handed over at offset %d, icount %d", offset, icount)
+        return {"paused_at": paused_at, "offset": offset, "icount": icount}
+
+    def resume_guest(self) -> None:
+        if self.guest is not None:
+            self.guest.qmp("cont")
 
     def stop_guest(self) -> dict[str, Any]:
         """Stop QEMU cleanly: it writes END and the header; the backup gets all of the log."""

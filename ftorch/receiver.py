@@ -31,6 +31,7 @@ class ReceiverStats:
     last_heard: float = 0.0
     ended: bool = False
     last_error: str = ""
+    partial_dropped: int = 0       # bytes of frames cut off by a broken connection (never fed)
 
 
 class Receiver(Worker):
@@ -89,22 +90,28 @@ class Receiver(Worker):
         self.stats.state = "streaming"
         self.stats.last_heard = time.monotonic()
         dec = FrameDecoder()
-        while not self._stop.is_set():
-            try:
-                data = conn.recv(1 << 20)
-            except TimeoutError:
-                data = None
-            if data == b"":
-                raise ChannelError("primary closed the connection")
-            if data is None:
-                if time.monotonic() - self.stats.last_heard > self.timeout_s:
-                    raise ChannelError(f"primary silent for {self.timeout_s:.1f} s")
-                self._send(conn, Kind.BEAT)
-                continue
-            self.stats.last_heard = time.monotonic()
-            for frame in dec.feed(data):
-                if self._handle(conn, frame):
-                    return
+        try:
+            while not self._stop.is_set():
+                try:
+                    data = conn.recv(1 << 20)
+                except TimeoutError:
+                    data = None
+                if data == b"":
+                    raise ChannelError("primary closed the connection")
+                if data is None:
+                    if time.monotonic() - self.stats.last_heard > self.timeout_s:
+                        raise ChannelError(f"primary silent for {self.timeout_s:.1f} s")
+                    self._send(conn, Kind.BEAT)
+                    continue
+                self.stats.last_heard = time.monotonic()
+                for frame in dec.feed(data):
+                    if self._handle(conn, frame):
+                        return
+        finally:
+            if dec.pending:
+                self.stats.partial_dropped += dec.pending
+                log.warning("dropped %d bytes of a frame the connection cut off (after offset %d)",
+                            dec.pending, self.feeder.received)
 
     def _handle(self, conn: socket.socket, frame: Frame) -> bool:
         """Act on one frame; True when the stream has ended."""

@@ -19,6 +19,7 @@ class Role(StrEnum):
     LIVE_ALONE = "live-alone"    # the only copy: recording, output ungated, awaiting protection
     FENCED = "fenced"            # lost the race (or cannot reach the arbiter): no output, ever
     STOPPED = "stopped"          # operator stop: nobody goes live
+    HANDED_OVER = "handed-over"  # planned switch: guest paused, whole log with the backup
 
 
 class Event(StrEnum):
@@ -29,6 +30,9 @@ class Event(StrEnum):
     LIVE = "live"                        # go-live finished: the new recorder runs
     GO_LIVE_FAILED = "go-live-failed"
     OPERATOR_STOP = "operator-stop"      # `ftorch down` or a guest power-off
+    HANDOVER = "handover"                # `ftorch failover`, on the primary
+    TAKE_OVER = "take-over"              # `ftorch failover`, on the backup, after the handover
+    RESUME = "resume"                    # `ftorch failover` gave up before the backup claimed
 
 
 class Action(StrEnum):
@@ -37,6 +41,8 @@ class Action(StrEnum):
     GO_LIVE = "go-live"                  # END into the pipe, stop at the end, savevm, record
     OPEN_GATE_UNGATED = "open-gate-ungated"  # release output without acks (no backup)
     STOP_GUEST = "stop-guest"
+    HAND_OVER = "hand-over"              # pause the guest, end the stream, wait for its ack
+    RESUME_GUEST = "resume-guest"
     ALERT = "alert"                      # tell the operator; nothing automatic is safe
 
 
@@ -67,6 +73,14 @@ _TABLE: dict[tuple[Role, Event], Step] = {
     (Role.GOING_LIVE, Event.GO_LIVE_FAILED): Step(Role.FENCED, (Action.ALERT,),
                                                   "go-live failed after winning: operator needed"),
     (Role.LIVE_ALONE, Event.OPERATOR_STOP): Step(Role.STOPPED, (Action.STOP_GUEST,), "operator stop"),
+    (Role.PRIMARY, Event.HANDOVER): Step(Role.HANDED_OVER, (Action.HAND_OVER,),
+                                         "planned switch: guest paused, log handed to the backup"),
+    (Role.BACKUP, Event.TAKE_OVER): Step(Role.CLAIMING, (Action.CLAIM,),
+                                         "planned switch: claim the pair to go live"),
+    (Role.HANDED_OVER, Event.RESUME): Step(Role.CLAIMING, (Action.CLAIM,),
+                                           "planned switch abandoned: claim the pair back"),
+    (Role.HANDED_OVER, Event.OPERATOR_STOP): Step(Role.STOPPED, (Action.STOP_GUEST,),
+                                                  "handed over: stop the paused guest"),
 }
 
 
@@ -75,5 +89,8 @@ def step(role: Role, event: Event, was: Role | None = None) -> Step:
     if role == Role.CLAIMING and event == Event.CLAIM_WON:
         if was == Role.PRIMARY:
             return Step(Role.LIVE_ALONE, (Action.OPEN_GATE_UNGATED,), "won: going on alone")
+        if was == Role.HANDED_OVER:
+            return Step(Role.LIVE_ALONE, (Action.OPEN_GATE_UNGATED, Action.RESUME_GUEST),
+                        "won back: going on alone")
         return Step(Role.GOING_LIVE, (Action.GO_LIVE,), "won: going live")
     return _TABLE.get((role, event), Step(role, (), "no change"))

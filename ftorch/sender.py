@@ -2,7 +2,8 @@
 
 The backup says where to resume (HELLO); the sender streams chunks from there, heartbeats when
 idle, tracks the acknowledged offset, and reconnects after any failure, resuming from what the
-backup last acknowledged. After the log's END event is acknowledged it sends END and finishes.
+backup last acknowledged. Once the backup has acknowledged everything up to the stream's end (the
+recording's closing events, or the cut of a planned switch) it sends END and finishes.
 """
 from __future__ import annotations
 
@@ -52,6 +53,10 @@ class Sender(Worker):
         self.inbound_times = inbound_times if inbound_times is not None else {}
         self.on_ack = on_ack
         self.corrupt_next = threading.Event()
+        # fault injection: send half of the next DATA frame, then nothing more (a host dying
+        # mid-send); `truncated` then says which frame
+        self.truncate_next = threading.Event()
+        self.truncated: dict[str, int] | None = None
         super().__init__()
 
     def _run(self) -> None:
@@ -118,7 +123,7 @@ class Sender(Worker):
                     continue
             stream_end = self.tail.stream_end
             if stream_end is not None and self.stats.acked_offset >= stream_end:
-                off, ic = stream_end, self.tail.parser.icount
+                off, ic = stream_end, self.tail.icount_at(stream_end)
                 sock.sendall(encode(Frame(Kind.END, off, ic, stamp=now_us())))
                 self.stats.finished = True
                 self.stats.state = "finished"
@@ -136,6 +141,14 @@ class Sender(Worker):
             self.corrupt_next.clear()
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
             log.warning("fault injection: corrupted the DATA frame at offset %d", chunk.offset)
+        if self.truncate_next.is_set():
+            sock.sendall(data[:len(data) // 2])
+            self.truncated = {"offset": chunk.offset, "icount": self.tail.icount_at(chunk.offset),
+                              "sent": len(data) // 2, "length": len(data)}
+            log.warning("fault injection: sent half of the DATA frame at offset %d; mute from now",
+                        chunk.offset)
+            self._stop.wait()
+            raise ChannelError("muted by fault injection")
         sock.sendall(data)
         sent = time.time()
         for key in chunk.net_keys:

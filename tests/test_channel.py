@@ -157,6 +157,18 @@ def test_stream_arrives_exactly_and_ends(channel):
     assert sender.stats.acked_offset == HEADER_SIZE + len(body)
 
 
+def test_planned_switch_cut_ends_the_stream_after_what_is_in_the_file(channel):
+    log_path, feeder, reader, receiver, sender = channel
+    body = events(800)
+    append(log_path, body + body[:3])          # a partial event after the last complete one
+    offset, icount = sender.tail.cut_here(timeout=10)
+    assert (offset, icount) == (HEADER_SIZE + len(body), icount_of(800))
+    append(log_path, body[3:5] + events(50, start=800))   # recorded after the cut: never sent
+    wait(lambda: sender.stats.finished and feeder.final)
+    assert bytes(reader.data) == VERSION_BYTES + body + block_completions(8, IN_FLIGHT_MAX) + bytes([END])
+    assert receiver.stats.ended and feeder.icount == icount_of(800)
+
+
 def test_dropped_connection_resumes_from_last_ack(channel):
     log_path, feeder, reader, receiver, sender = channel
     first, second = events(1000), events(1000, start=1000)

@@ -27,3 +27,20 @@ def test_operator_stop_never_fails_over():
     for role in (Role.PRIMARY, Role.BACKUP, Role.CLAIMING, Role.LIVE_ALONE):
         assert step(role, Event.OPERATOR_STOP).role == Role.STOPPED
     assert step(Role.STOPPED, Event.CHANNEL_SILENT).role == Role.STOPPED
+
+
+def test_planned_switch_hands_over_then_the_backup_claims_or_the_primary_takes_back():
+    s = step(Role.PRIMARY, Event.HANDOVER)
+    assert s.role == Role.HANDED_OVER and s.actions == (Action.HAND_OVER,)
+    assert step(Role.HANDED_OVER, Event.CHANNEL_SILENT).role == Role.HANDED_OVER  # no race
+    s = step(Role.BACKUP, Event.TAKE_OVER)
+    assert s.role == Role.CLAIMING and s.actions == (Action.CLAIM,)
+    assert step(Role.CLAIMING, Event.CLAIM_WON, was=Role.BACKUP).role == Role.GOING_LIVE
+    # the backup never claimed: the primary claims the pair back and resumes its guest
+    s = step(Role.HANDED_OVER, Event.RESUME)
+    assert s.role == Role.CLAIMING
+    s = step(Role.CLAIMING, Event.CLAIM_WON, was=Role.HANDED_OVER)
+    assert s.role == Role.LIVE_ALONE and Action.RESUME_GUEST in s.actions
+    assert step(Role.CLAIMING, Event.CLAIM_LOST).role == Role.FENCED   # it did claim after all
+    assert step(Role.HANDED_OVER, Event.OPERATOR_STOP).role == Role.STOPPED
+    assert step(Role.BACKUP, Event.RESUME).role == Role.BACKUP           # wrong side: no change

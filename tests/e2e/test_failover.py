@@ -3,6 +3,7 @@ connection; the backup must win the arbiter, go live on host B and the client ca
 every acknowledged record readable from the new primary."""
 from __future__ import annotations
 
+import json
 import random
 import time
 
@@ -12,8 +13,9 @@ from ftorch import lab, pair
 from ftorch.golive import SNAPSHOT
 from ftorch.layout import domain_name, paths
 from ftorch.snaprepair import read_section
+from ftorch.virt import Host
 
-from .lab_helpers import Client, running_pair, side, wait_until, write_config
+from .lab_helpers import Client, ftorch, running_pair, side, status, wait_until, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -78,6 +80,31 @@ def test_sigkill_primary_client_carries_on_over_the_same_connection(ft_pair, poi
           f"replay {b['failover']['replay_s']:.2f} s, save {b['failover']['save_s']:.2f} s, "
           f"start {b['failover']['start_s']:.2f} s; {len(res['acked'])} records, "
           f"{len(acked_after)} after go-live")
+
+
+def test_planned_failover_switches_hosts_and_the_client_carries_on(ft_pair):
+    cfg_path, cfg, tmp = ft_pair
+    pair.wait_caught_up(cfg, timeout=300)
+    released = side(cfg_path, "a")["gate"]["released"]
+    client = Client(tmp / "planned.json", duration=40, prefix="s", verify=True)
+    wait_until(lambda: side(cfg_path, "a")["gate"]["released"] > released + 100, 90,
+               "the client to be writing through the primary", every=0.05)
+    d = json.loads(ftorch("failover", str(cfg_path), "--json", timeout=600).stdout)
+    assert (d["from"], d["to"], d["generation"]) == ("a", "b", 2)
+    st = status(cfg_path)["hosts"]
+    assert st["b"]["role"] == "live-alone" and st["b"]["failover"]["generation"] == 2
+    assert st["a"]["role"] == "unreachable"          # the old primary stopped
+    assert Host().lookup(domain_name(cfg, "a")) is None
+    res = client.result(timeout=400)
+    assert res["errors"] == [] and res["mismatches"] == [], "the switch lost or broke something"
+    assert any(t > st["b"]["failover"]["live_at"] for t in res["ack_times"])
+    # a second switch needs a backup again: refused with a reason, exit 1, nothing touched
+    again = ftorch("failover", str(cfg_path), check=False)
+    assert again.returncode == 1 and "needs a protected pair" in again.stderr
+    assert side(cfg_path, "b")["role"] == "live-alone"
+    print(f"planned failover: guest paused {d['paused_s']:.2f} s (handover {d['handover_s']:.2f} s,"
+          f" replay {d['replay_s']:.2f} s, save {d['save_s']:.2f} s, start {d['start_s']:.2f} s); "
+          f"{len(res['acked'])} records")
 
 
 def live_sides(cfg_path) -> list[str]:
