@@ -40,6 +40,7 @@ class FailoverWatch(Worker):
         self.error = ""                      # what went wrong, kept when the role moves on
         self.times: dict[str, float] = {}
         self._timeout = 60.0                 # for a handover
+        self.stream: dict = {}               # what the backup had received when it went live
         self.lock = SharedLock(Path(self.cfg.shared_dir), self.cfg.pair)
         super().__init__()
 
@@ -120,6 +121,9 @@ class FailoverWatch(Worker):
 
     def _go_live(self) -> None:
         assert isinstance(self.subject, Backup)
+        r, f = self.subject.receiver.stats, self.subject.feeder
+        self.stream = {"received_offset": f.received, "received_icount": f.received_icount,
+                       "partial_dropped": r.partial_dropped, "last_error": r.last_error}
         try:
             live, t = go_live(self.subject)
         except Exception as e:  # any failure after winning needs the operator, loudly
@@ -184,4 +188,4 @@ class FailoverWatch(Worker):
 
     def status(self) -> dict:
         return {"state": str(self.role), "generation": self.generation, "reason": self.reason,
-                "error": self.error, **self.times}
+                "error": self.error, "stream": self.stream, **self.times}

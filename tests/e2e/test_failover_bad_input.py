@@ -37,7 +37,7 @@ def test_stream_cut_inside_a_frame_goes_live_at_the_last_whole_frame(ft_pair):
     b = wait_until(lambda: (s := side(cfg_path, "b")).get("role") in SETTLED and s, 180,
                    "host B to settle")
     assert b["role"] == "live-alone", b["failover"]
-    assert b["channel"]["partial_dropped"] == cut["sent"]      # the half frame was never fed
+    assert b["failover"]["stream"]["partial_dropped"] == cut["sent"]   # never fed
     assert b["failover"]["final_icount"] == cut["icount"]      # live exactly before it
     res = client.result(timeout=300)
     assert res["errors"] == [] and res["mismatches"] == []
