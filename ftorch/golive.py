@@ -15,7 +15,7 @@ from .backup import Backup
 from .errors import VirtError
 from .layout import domain_name
 from .primary import Primary
-from .snaprepair import repair
+from .snaprepair import check_image, repair
 
 log = logging.getLogger("ftorch.golive")
 SNAPSHOT = "ftorch-golive"
@@ -61,11 +61,13 @@ def go_live(backup: Backup, timeout_s: float = 300.0) -> tuple[Primary, GoLiveTi
     assert guest is not None
     _savevm(guest)
     t_saved = time.monotonic()
+    guest.kill_now()   # the snapshot is flushed to the image; a clean exit only costs time
     backup.close()
     name = domain_name(backup.cfg, backup.key)
     if not backup.host.wait_gone(name, timeout=30):
         raise VirtError(f"go-live: the replaying QEMU {name} did not go away")
     t_gone = time.monotonic()
+    check_image(str(backup.paths.disk))   # killed, not shut down: make sure the image is sound
     before, _ = repair(str(backup.paths.disk), SNAPSHOT)
     log.info("go-live snapshot repaired: it held data_kind %d, unread %d, read_event_id %d, "
              "block_request_id %d (stop+savevm %.2f s, backup closed %.2f s, repair %.2f s)",

@@ -12,8 +12,10 @@ Only for images no QEMU has open.
 """
 from __future__ import annotations
 
+import json
 import os
 import struct
+import subprocess
 from dataclasses import dataclass, replace
 
 from .errors import FtorchError
@@ -183,6 +185,21 @@ def locate(img: Qcow2, snap: Snapshot, window: int = 1 << 20) -> int:
         end = start
     raise SnapshotRepairError(f"{img.path}: snapshot {snap.name!r} has no replay section: "
                               "was it taken by a QEMU in record/replay mode?")
+
+
+def check_image(path: str) -> None:
+    """`qemu-img check`: raise on corruption (leaked clusters only waste space)."""
+    p = subprocess.run(["qemu-img", "check", "-f", "qcow2", "--output=json", path],
+                       capture_output=True, text=True)
+    if p.returncode in (0, 3):
+        return
+    try:
+        report = json.loads(p.stdout)
+    except ValueError:
+        report = {}
+    raise SnapshotRepairError(f"{path}: qemu-img check found {report.get('corruptions', '?')} "
+                              f"corruptions, {report.get('check-errors', '?')} check errors: "
+                              f"{p.stderr.strip()[:200]}")
 
 
 def read_section(path: str, tag: str) -> ReplaySection:

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import libvirt
@@ -91,6 +94,16 @@ class Guest:
         except libvirt.libvirtError as e:
             if self.is_active():
                 raise VirtError(f"{self.name}: graceful stop failed: {e.get_error_message()}") from None
+
+    def kill_now(self) -> None:
+        """SIGKILL the QEMU process, then let libvirt clean up. Only for a QEMU whose state is
+        already safe on disk (after savevm): a replaying QEMU takes ~1.6 s to exit on SIGTERM."""
+        try:
+            pid = int(Path(f"/run/libvirt/qemu/{self.name}.pid").read_text())
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass  # gone already, or no pid file: destroy() below does it the slow way
+        self.destroy()
 
     def destroy(self) -> None:
         """Kill the domain; a domain already gone is not an error (idempotent stop)."""
