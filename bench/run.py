@@ -4,8 +4,9 @@
 Scenarios, same guest and workload: plain (no record/replay), recorded alone (unprotected),
 and the protected pair. Each: boot, wait for the service (and, for the pair, for the backup to
 catch up), IDLE_S of idle, then LOAD_S of a client writing over one TCP connection.
-Then the failover runs (bench/failover.py). Writes bench/results/replication.json,
-bench/results/failover.json, bench/results/latest.md and bench/results/lag.png.
+Then the failover runs (bench/failover.py) and the re-protection runs (bench/protect.py).
+Writes bench/results/{replication,failover,protect}.json, bench/results/latest.md and
+bench/results/lag.png.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import failover
+import protect
 import yaml
 from rich.console import Console
 from rich.progress import Progress
@@ -67,6 +69,7 @@ def config(tmp: Path, name: str, **replay: int) -> Path:
     data["pair"] = "bench"
     data["guest"]["image"] = str((ROOT / "vm-images/build/current").resolve())
     data["replay"].update(replay)
+    data["failover"]["reprotect"] = False   # the failover runs measure one failover each
     p = tmp / f"{name}.yaml"
     p.write_text(yaml.safe_dump(data))
     return p
@@ -214,6 +217,7 @@ def main() -> int:
             for name, mode, path in runs:
                 res[name] = scenario(name, mode, path, tmp, progress)
             fail = failover.run(cfg, tmp, progress)
+            prot = protect.run(cfg, tmp, progress)
         finally:
             pair.down(load(cfg), timeout=10, force=True)
             lab.down()
@@ -221,7 +225,9 @@ def main() -> int:
         res[name]["ratio_to_plain"] = res[name]["request_rate"] / res["plain"]["request_rate"]
     (OUT / "replication.json").write_text(json.dumps(res, indent=2) + "\n")
     (OUT / "failover.json").write_text(json.dumps(fail, indent=2) + "\n")
-    text = markdown(res) + "\n" + failover.markdown(fail, load(cfg).channel.timeout_s)
+    (OUT / "protect.json").write_text(json.dumps(prot, indent=2) + "\n")
+    text = (markdown(res) + "\n" + failover.markdown(fail, load(cfg).channel.timeout_s) + "\n"
+            + protect.markdown(prot))
     (OUT / "latest.md").write_text(text)
     plot(res)
     console.print(text)

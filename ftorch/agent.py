@@ -9,18 +9,21 @@ import threading
 import time
 from typing import Any
 
-from .backup import Backup
+from .backup import Backup, Standby
 from .config import load
 from .control import ControlServer
 from .errors import FtorchError
 from .failover import FailoverWatch
+from .feeder import StreamStart
 from .layout import paths
 from .primary import Primary
+from .protect import peer_free, protect, result_dict
 from .roles import Role
 from .virt import Host
+from .worker import Worker
 
 log = logging.getLogger("ftorch.agent")
-ROLES = {"primary": Primary, "backup": Backup}
+ROLES = {"primary": Primary, "backup": Backup, "standby": Standby}
 
 
 def setup_logging() -> None:
@@ -33,18 +36,47 @@ class Agent:
         self.cfg = load(config_path)
         self.key = key
         self.paths = paths(self.cfg, key)
-        self.role = (Primary(self.cfg, key, Host(), mode) if role == "primary"
-                     else ROLES[role](self.cfg, key, Host()))
+        self.role: Primary | Backup | Standby = (
+            Primary(self.cfg, key, Host(), mode) if role == "primary"
+            else Standby() if role == "standby" else Backup(self.cfg, key, Host()))
         self.watch: FailoverWatch | None = None
         self.done = threading.Event()
+        self.reprotect = Reprotector(self)
 
     def _went_live(self, live: Primary) -> None:
         self.role = live
+
+    def arm(self) -> None:
+        """Start (again) watching the peer, if failover is on."""
+        if self.cfg.failover.enabled:
+            if self.watch is not None:
+                self.watch.stop(timeout=1)
+            self.watch = FailoverWatch(self.role, self._went_live)
+            self.watch.start()
+
+    def _clone_command(self, cmd: str, req: dict[str, Any]) -> dict[str, Any] | None:
+        """Commands of re-protection (protect.py); None if cmd is not one of them."""
+        if cmd == "protect" and isinstance(self.role, Primary):
+            return self.reprotect.run_once()
+        if cmd == "begin" and isinstance(self.role, Standby):
+            start = StreamStart(int(req["offset"]), int(req["icount"]), int(req["block"]))
+            backup = Backup(self.cfg, self.key, Host(), start, loadvm=str(req["tag"]))
+            backup.start()
+            self.role = backup
+            return {"listening": True}
+        if cmd == "disk-ready" and isinstance(self.role, Backup):
+            return self.role.verify_clone()
+        if cmd == "arm" and isinstance(self.role, Backup):
+            self.arm()
+            return {"armed": self.watch is not None}
+        return None
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd == "status":
             st = {"host": self.key, "pair": self.cfg.pair, "pid": os.getpid(), **self.role.status()}
+            if self.reprotect.last:
+                st["reprotect"] = self.reprotect.last
             if self.watch is not None:
                 st["failover"] = self.watch.status()
                 if self.watch.role in (Role.LIVE_ALONE, Role.FENCED, Role.HANDED_OVER):
@@ -77,6 +109,9 @@ class Agent:
             if cmd == "handover":
                 return self.watch.handover(timeout)
             return self.watch.take_over(timeout) if cmd == "take-over" else self.watch.resume()
+        reply = self._clone_command(cmd, req)
+        if reply is not None:
+            return reply
         if cmd == "quit":
             if self.watch is not None:
                 self.watch.halt()  # an operator stop never fails over
@@ -89,10 +124,10 @@ class Agent:
         signal.signal(signal.SIGTERM, lambda *_: self.done.set())
         try:
             self.role.start()
-            if self.cfg.failover.enabled and (isinstance(self.role, Backup)
-                                              or self.role.mode == "protected"):
-                self.watch = FailoverWatch(self.role, self._went_live)
-                self.watch.start()
+            if isinstance(self.role, Backup) or (isinstance(self.role, Primary)
+                                                 and self.role.mode == "protected"):
+                self.arm()
+            self.reprotect.start()
             self.paths.pid.write_text(f"{os.getpid()}\n")
             log.info("agent for %s on host %s is up as %s", self.cfg.pair, self.key,
                      type(self.role).__name__.lower())
@@ -102,11 +137,66 @@ class Agent:
             log.error("%s", e)
             return e.exit_code
         finally:
+            self.reprotect.stop(timeout=1)
             if self.watch is not None:
                 self.watch.stop(timeout=1)
             self.role.close()
             server.close()
             log.info("agent for %s on host %s stopped", self.cfg.pair, self.key)
+
+
+class Reprotector(Worker):
+    """Protect the guest again when it runs alone and the peer host can take a backup: after a
+    failover (failover.reprotect on), and for `ftorch protect`."""
+
+    thread_name = "reprotect"
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.last: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def _alone(self) -> bool:
+        a = self.agent
+        if not isinstance(a.role, Primary) or a.role.mode == "plain" or a.role.mode == "protected":
+            return False
+        return a.watch is None or a.watch.role == Role.LIVE_ALONE
+
+    def run_once(self) -> dict[str, Any]:
+        a = self.agent
+        if not self._lock.acquire(blocking=False):
+            raise FtorchError("protect: a protection attempt is already running")
+        try:
+            if not self._alone():
+                raise FtorchError(f"protect: host {a.key} is not running the guest alone")
+            assert isinstance(a.role, Primary)
+            gen = a.watch.generation if a.watch else None
+            res = result_dict(protect(a.cfg, a.key, a.role, gen))
+            a.arm()
+            self.last = {"ok": True, **res}
+            return res
+        except FtorchError as e:
+            self.last = {"ok": False, "error": str(e), "at": time.time(),
+                         "pause_s": getattr(e, "pause_s", None)}
+            raise
+        finally:
+            self._lock.release()
+
+    def _run(self) -> None:
+        cfg, a = self.agent.cfg, self.agent
+        while not self._stop.wait(cfg.failover.reprotect_interval_s):
+            # only after a failover: a guest started unprotected on purpose stays so
+            after_failover = a.watch is not None and a.watch.role == Role.LIVE_ALONE
+            if not cfg.failover.reprotect or not after_failover or not self._alone():
+                continue
+            if not peer_free(cfg, self.agent.key):
+                continue
+            try:
+                self.run_once()
+            except FtorchError as e:
+                log.error("re-protection failed (retrying in %.0f s): %s",
+                          cfg.failover.reprotect_interval_s, e)
 
 
 def main(config_path: str, key: str, role: str, mode: str = "protected") -> int:

@@ -9,25 +9,36 @@ from typing import Any
 
 from .config import PairConfig
 from .domain import Mode, render
-from .feeder import Feeder
+from .errors import FtorchError
+from .feeder import Feeder, StreamStart
 from .framing import Frame
 from .layout import domain_name, guest_spec, paths
 from .prepare import qemu_ids
 from .receiver import Receiver
 from .replayer import ReplayController
+from .snaprepair import read_section, repair
 from .virt import Guest, Host
 
 log = logging.getLogger("ftorch.backup")
 
 
 class Backup:
-    def __init__(self, cfg: PairConfig, key: str, host: Host) -> None:
+    def __init__(self, cfg: PairConfig, key: str, host: Host, start: StreamStart | None = None,
+                 loadvm: str | None = None) -> None:
+        """start/loadvm: a clone's backup, replaying from snapshot `loadvm` in its disk image
+        with the stream beginning where the snapshot left the log (`ftorch protect`)."""
         self.cfg, self.key, self.host = cfg, key, host
         self.paths = paths(cfg, key)
         self.guest: Guest | None = None
         self.controller: ReplayController | None = None
         self.stamps: deque[tuple[int, float]] = deque()   # for lag: see ReplayController
-        self.feeder = Feeder(self.paths.fifo, self.paths.spool, *qemu_ids())
+        self.loadvm = loadvm
+        self.disk_ready = threading.Event()     # a clone's image is in place
+        if loadvm is None:
+            self.disk_ready.set()
+        self.start_error: str | None = None
+        self._closing = False
+        self.feeder = Feeder(self.paths.fifo, self.paths.spool, *qemu_ids(), start=start)
         me = cfg.host(key)
         self.receiver = Receiver((me.address, cfg.channel.port), cfg.pair, self.feeder,
                                  cfg.channel.timeout_s, self._icount, self._on_data)
@@ -47,16 +58,42 @@ class Backup:
 
     def _start_when_fed(self) -> None:
         """QEMU reads the first event while starting: start it only once there is enough."""
-        margin = self.cfg.replay.margin_instructions
-        with self.feeder.changed:
-            self.feeder.changed.wait_for(lambda: self.feeder.icount > 2 * margin or self.feeder.final)
-        spec = guest_spec(self.cfg, self.key, Mode.REPLAY)
-        self.guest = self.host.start(render(spec), paused=True)
+        margin, f = self.cfg.replay.margin_instructions, self.feeder
+        self.disk_ready.wait()
+        with f.changed:
+            f.changed.wait_for(lambda: f.icount - f.start.icount > 2 * margin or f.final
+                               or self._closing)
+        if self._closing:
+            return
+        spec = guest_spec(self.cfg, self.key, Mode.REPLAY, loadvm=self.loadvm)
+        try:
+            self.guest = self.host.start(render(spec), paused=True)
+        except FtorchError as e:
+            self.start_error = str(e)
+            log.error("cannot start the replay: %s", e)
+            return
         self.controller = ReplayController(self.guest, self.feeder, margin,
                                            self.cfg.replay.break_interval_ms / 1000, self.stamps)
         self.controller.start()
         self._started.set()
         log.info("replaying %s from the stream", spec.name)
+
+    def verify_clone(self) -> dict[str, Any]:
+        """The clone's image is in place: check it holds the snapshot this stream starts at, and
+        this host's QEMU, then let the replay start."""
+        assert self.loadvm is not None
+        version = self.host.check_qemu()
+        rs = read_section(str(self.paths.disk), self.loadvm)
+        start = self.feeder.start
+        if rs.current_icount != start.icount or rs.file_offset != start.offset:
+            raise FtorchError(f"clone image {self.paths.disk}: snapshot {self.loadvm} is at icount "
+                              f"{rs.current_icount}, offset {rs.file_offset}; the stream starts at "
+                              f"icount {start.icount}, offset {start.offset}: wrong image")
+        if rs != rs.fresh_recording():   # a reader state that would stall the replay
+            repair(str(self.paths.disk), self.loadvm)
+            log.warning("clone snapshot carried replay-reader state; repaired")
+        self.disk_ready.set()
+        return {"qemu": version, "snapshot": self.loadvm, "icount": rs.current_icount}
 
     def wait_finished(self, timeout: float) -> dict[str, Any]:
         """Wait until the backup has replayed the whole (ended) log."""
@@ -69,6 +106,8 @@ class Backup:
                 "error": c.error if c else None}
 
     def close(self) -> None:
+        self._closing = True
+        self.disk_ready.set()   # a starter still waiting for a clone's image ends
         if self.controller:
             self.controller.stop()
         self.receiver.stop()
@@ -95,4 +134,18 @@ class Backup:
             "lag_instructions": max(0, r.primary_icount - icount),
             "lag_seconds": c.lag_seconds() if c else None,
             "break_hits": c.break_hits if c else 0,
+            "start_icount": self.feeder.start.icount, "start_error": self.start_error,
         }
+
+
+class Standby:
+    """An agent waiting to become a clone's backup (`begin`): nothing runs yet."""
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def status(self) -> dict[str, Any]:
+        return {"role": "standby"}

@@ -178,6 +178,33 @@ def failover(config: str = typer.Argument(..., help="The pair's YAML config."),
         f"{d['save_s']:.2f} s, start {d['start_s']:.2f} s)"))
 
 
+@app.command()
+def protect(config: str = typer.Argument(..., help="The pair's YAML config."),
+            as_json: bool = typer.Option(False, "--json", help="Machine-readable summary.")) -> None:
+    """Protect a guest that runs alone: clone it into a new backup on the other host.
+
+    The guest pauses once, for a snapshot and a local copy of its image (the pause is
+    reported); the image then goes to the other host while the guest runs, and the backup
+    replays from the snapshot. Protection counts once the backup has replayed past the
+    snapshot; on any failure the guest runs on unprotected and the error says why (exit 1).
+    After a failover the agents do this by themselves (failover.reprotect).
+
+    Example: ftorch up examples/lab.yaml --unprotected && ftorch protect examples/lab.yaml
+    """
+    cfg = _config(config)
+    try:
+        live = pair_ops.live_side(cfg)
+        result = pair_ops.agent_call(cfg, live, "protect", timeout=900)
+    except FtorchError as e:
+        _fail(e)
+    result.pop("ok", None)
+    _emit(result, as_json, lambda d: console.print(
+        f"pair {cfg.pair} is protected: backup on host {d['peer']} replays from snapshot "
+        f"{d['tag']} (icount {d['icount']}); guest paused {d['pause_s'] * 1e3:.0f} ms, image "
+        f"{d['image_bytes'] >> 20} MiB copied in {d['copy_s']:.1f} s, protected "
+        f"{d['passed_s']:.1f} s after the clone"))
+
+
 @agent_app.command("run")
 def agent_run(config: str, host: str = typer.Option(..., help="a or b"),
               role: str = typer.Option(..., help="primary or backup"),

@@ -57,6 +57,12 @@ class FailoverConfig:
     # On: a silent peer starts the arbiter race (primary goes on alone, or backup goes live).
     # Off: nobody acts; a primary whose backup died then holds its output for ever.
     enabled: bool = True
+    # After a failover the live side clones itself onto the peer host as soon as that host can
+    # take a backup (no agent of the pair answers there), trying every reprotect_interval_s.
+    # Off by default: clones of a running recorder do not replay yet (docs/qemu-notes.md), and
+    # each failed attempt pauses the guest briefly.
+    reprotect: bool = False
+    reprotect_interval_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,7 @@ def validate(cfg: PairConfig) -> PairConfig:
         raise ConfigError(f"channel.port: {cfg.channel.port} is not a TCP port")
     _positive(cfg.channel.heartbeat_s, "channel.heartbeat_s")
     _positive(cfg.channel.timeout_s, "channel.timeout_s")
+    _positive(cfg.failover.reprotect_interval_s, "failover.reprotect_interval_s")
     if cfg.channel.timeout_s < 3 * cfg.channel.heartbeat_s:
         raise ConfigError(f"channel.timeout_s: {cfg.channel.timeout_s} must be at least 3 heartbeats "
                           f"({3 * cfg.channel.heartbeat_s}) or a busy host trips it")

@@ -13,9 +13,10 @@ import logging
 import os
 import stat
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
-from .replaylog import END_EVENT, HEADER_SIZE, VERSION_BYTES, block_completions
+from .replaylog import CHECKPOINT_FIRST, END_EVENT, HEADER_SIZE, VERSION_BYTES, block_completions
 
 log = logging.getLogger("ftorch.feeder")
 PIECE = 16384
@@ -33,16 +34,28 @@ def make_fifo(fifo: Path, uid: int, gid: int) -> None:
     os.chown(fifo, uid, gid)
 
 
+@dataclass(frozen=True)
+class StreamStart:
+    """Where a backup's stream begins: log offset, instruction count, lowest open disk request."""
+    offset: int
+    icount: int
+    block: int
+
+
 class Feeder:
     """Spool (received) and pipe (fed) positions of one backup's log stream."""
 
-    def __init__(self, fifo: Path, spool: Path, owner_uid: int = -1, owner_gid: int = -1) -> None:
+    def __init__(self, fifo: Path, spool: Path, owner_uid: int = -1, owner_gid: int = -1,
+                 start: StreamStart | None = None) -> None:
+        """start: the stream begins mid-log, where a clone's snapshot left it."""
+        st = start or StreamStart(HEADER_SIZE, 0, 0)
         self.fifo = fifo
-        self.received = HEADER_SIZE            # end of what is in the spool
-        self.received_icount = 0
-        self.received_block = 0                # lowest disk request not completed at `received`
-        self.offset = HEADER_SIZE              # end of what is in the pipe
-        self.icount = 0
+        self.start = st
+        self.received = st.offset              # end of what is in the spool
+        self.received_icount = st.icount
+        self.received_block = st.block         # lowest disk request not completed at `received`
+        self.offset = st.offset                # end of what is in the pipe
+        self.icount = st.icount
         self.ended = False                     # the primary's END is in the spool
         self.final = False                     # ... and everything before it is in the pipe
         self.injected = False                  # the END is ours, not the primary's
@@ -61,7 +74,10 @@ class Feeder:
             fcntl.fcntl(self._fd, F_SETPIPE_SZ, PIPE_BYTES)
         except OSError:
             pass  # a smaller pipe only means more, smaller waits
-        os.write(self._fd, VERSION_BYTES)
+        # A replaying QEMU reads the first event while starting; loading a snapshot then resets
+        # its reader and reads on, so a stream that starts at a snapshot gets a throw-away first
+        # event (a checkpoint, no payload) or its real first event would be lost.
+        os.write(self._fd, VERSION_BYTES + (bytes([CHECKPOINT_FIRST]) if start else b""))
         self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
         self._thread.start()
 

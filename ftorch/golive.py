@@ -29,22 +29,6 @@ class GoLiveTimes:
     final_icount: int = 0
 
 
-def _savevm(guest, tries: int = 20) -> None:
-    """stop + savevm; QEMU refuses while replay events are pending: let it run a moment."""
-    out = ""
-    for _ in range(tries):
-        guest.qmp("stop")
-        out = (guest.qmp("human-monitor-command", **{"command-line": f"savevm {SNAPSHOT}"})
-               or "").strip()
-        if not out:
-            return
-        if "Try once more later" not in out:
-            break
-        guest.qmp("cont")
-        time.sleep(0.05)
-    raise VirtError(f"go-live: savevm refused: {out}")
-
-
 def go_live(backup: Backup, timeout_s: float = 300.0) -> tuple[Primary, GoLiveTimes]:
     """Run the go-live sequence; return the new live role and how long each part took."""
     t = GoLiveTimes()
@@ -59,7 +43,7 @@ def go_live(backup: Backup, timeout_s: float = 300.0) -> tuple[Primary, GoLiveTi
     t.replay_s = t1 - t0
     guest = backup.guest
     assert guest is not None
-    _savevm(guest)
+    guest.savevm(SNAPSHOT)
     t_saved = time.monotonic()
     guest.kill_now()   # the snapshot is flushed to the image; a clean exit only costs time
     backup.close()
@@ -75,7 +59,8 @@ def go_live(backup: Backup, timeout_s: float = 300.0) -> tuple[Primary, GoLiveTi
              before.block_request_id, t_saved - t1, t_gone - t_saved, time.monotonic() - t_gone)
     t2 = time.monotonic()
     t.save_s = t2 - t1
-    live = Primary(backup.cfg, backup.key, backup.host, mode="unprotected", loadvm=SNAPSHOT)
+    live = Primary(backup.cfg, backup.key, backup.host, mode="unprotected", loadvm=SNAPSHOT,
+                   base_icount=t.final_icount)
     live.start()
     assert live.guest is not None
     live.guest.qmp("announce-self", initial=50, max=550, rounds=5, step=50)

@@ -46,10 +46,13 @@ class LogTail(Worker):
 
     thread_name = "logtail"
 
-    def __init__(self, path: str, max_chunk: int = 65536) -> None:
+    def __init__(self, path: str, max_chunk: int = 65536, base_icount: int = 0) -> None:
+        """base_icount: QEMU's instruction count where the log starts (a recorder started from
+        a snapshot counts on from the snapshot's count)."""
         self.path = path
         self.max_chunk = max_chunk
-        self.parser = LogParser()
+        self.base_icount = base_icount
+        self.parser = LogParser(icount=base_icount)
         self.parser.net_frames = []
         self.error: str | None = None
         self._starts: list[int] = []
@@ -160,14 +163,42 @@ class LogTail(Worker):
                 self._cond.wait(left)
 
     def icount_at(self, offset: int) -> int:
-        """Instruction count at a chunk boundary (the stream start counts as 0)."""
+        """Instruction count at a chunk boundary (the stream start counts as base_icount)."""
         if offset == HEADER_SIZE:
-            return 0
+            return self.base_icount
         with self._cond:
             i = bisect.bisect_left(self._starts, offset)
             if i == 0 or self._chunks[i - 1].end != offset:
                 raise LogFormatError(f"offset {offset} is not a chunk boundary of the log")
             return self._chunks[i - 1].icount
+
+    def boundary_at(self, offset: int, timeout: float) -> tuple[int, int]:
+        """Make offset (an event boundary QEMU reported, e.g. a snapshot's log position) a chunk
+        boundary, splitting the chunk around it; return (icount, lowest open disk request)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.parser.offset < offset and not self.error:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LogFormatError(f"log tail did not reach offset {offset} in {timeout:.0f} s")
+                self._cond.wait(left)
+            i = bisect.bisect_right(self._starts, offset) - 1
+            if offset == HEADER_SIZE or self._chunks[i].offset == offset:
+                prev = self._chunks[i - 1] if i > 0 else None
+                return (prev.icount, prev.block) if prev else (self.base_icount, 0)
+            whole = self._chunks[i]
+            prev = self._chunks[i - 1] if i > 0 else None
+            p = LogParser(whole.offset, prev.icount if prev else self.base_icount,
+                          prev.block if prev else 0)
+            if p.feed(self.read(whole)[:offset - whole.offset]) != offset - whole.offset:
+                raise LogFormatError(f"offset {offset} is not an event boundary of the log")
+            head = Chunk(whole.offset, offset - whole.offset, p.icount, whole.read_at, (),
+                         p.first_open_block)
+            rest = Chunk(offset, whole.end - offset, whole.icount, whole.read_at, whole.net_keys,
+                         whole.block)
+            self._chunks[i:i + 1] = [head, rest]
+            self._starts[i:i + 1] = [head.offset, rest.offset]
+            return p.icount, p.first_open_block
 
     def read(self, chunk: Chunk) -> bytes:
         assert self._fd is not None

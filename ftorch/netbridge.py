@@ -72,6 +72,14 @@ class GatedOutput:
             self._emit(self.gate.release_all(time.time()))
             self.ungated = True
 
+    def regate(self, acked: int) -> None:
+        """A new backup holds the guest's state up to log offset `acked` (a clone): from now on
+        every frame waits for the backup's acknowledgement again."""
+        with self._lock:
+            self.gate.open = True
+            self.gate.acked = acked
+            self.ungated = False
+
     def ack(self, offset: int) -> None:
         with self._lock:
             self._emit(self.gate.ack(offset, time.time()))
@@ -84,16 +92,21 @@ class GatedOutput:
 
 class NetBridge:
     def __init__(self, qemu_socket: str, tap: str,
-                 log_size: Callable[[], int] | None = None) -> None:
+                 log_size: Callable[[], int] | None = None, gated: bool = True) -> None:
         """log_size given: outbound frames go through the output gate, each needing the log
-        acknowledged up to the log's size when the frame came out of QEMU."""
+        acknowledged up to the log's size when the frame came out of QEMU; gated False: the gate
+        starts open (unprotected) until `gated.regate`."""
         self.qemu_socket = qemu_socket
         self.tap = tap
         self.log_size = log_size
+        self.start_gated = gated
         self.gated: GatedOutput | None = None
         self.inbound_times: dict[bytes, float] = {}
         self.frames_in = 0
         self.frames_out = 0
+        # cleared: inbound frames wait in the agent (a snapshot needs QEMU's event queue empty)
+        self.inbound_open = threading.Event()
+        self.inbound_open.set()
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
         self._tap_fd: int | None = None
@@ -115,11 +128,13 @@ class NetBridge:
         if self.log_size is not None:
             tap_fd = self._tap_fd
             self.gated = GatedOutput(lambda frame: os.write(tap_fd, frame))
+            self.gated.ungated = not self.start_gated
         for fn, name in ((self._to_lan, "net-out"), (self._to_guest, "net-in")):
             threading.Thread(target=fn, name=name, daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.inbound_open.set()
         if self._sock:
             self._sock.close()
 
@@ -145,6 +160,7 @@ class NetBridge:
                 frame = os.read(self._tap_fd, 65536)
                 if len(self.inbound_times) > MAX_TRACKED:
                     self.inbound_times.clear()
+                self.inbound_open.wait()
                 self.inbound_times[frame_key(frame)] = time.time()
                 self._sock.sendall(struct.pack(">I", len(frame)) + frame)
                 self.frames_in += 1

@@ -48,12 +48,13 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
 
 def wait_caught_up(cfg: PairConfig, timeout: float, max_lag_s: float = 0.5,
                    samples: int = 5) -> None:
-    """Wait until the backup's lag stays under max_lag_s for `samples` readings in a row
-    (after a boot the backup replays a backlog first)."""
+    """Wait until the backup's lag (on whichever host it runs) stays under max_lag_s for
+    `samples` readings in a row (after a boot the backup replays a backlog first)."""
     recent: list[float] = []
 
     def caught_up() -> bool:
-        st = try_status(cfg, "b")
+        sides = [try_status(cfg, k) for k in ("b", "a")]
+        st = next((s for s in sides if s.get("role") == "backup"), sides[0])
         lag = st.get("lag_seconds")
         # the instruction lag guards the seconds estimate while the boot backlog replays
         ok = isinstance(lag, float) and st.get("lag_instructions", 1 << 62) < 200_000_000
@@ -63,7 +64,7 @@ def wait_caught_up(cfg: PairConfig, timeout: float, max_lag_s: float = 0.5,
     wait_for(caught_up, timeout, f"the backup's lag to stay under {max_lag_s} s")
 
 
-def _spawn_agent(cfg: PairConfig, key: str, role: str, mode: str = "protected") -> None:
+def spawn_agent(cfg: PairConfig, key: str, role: str, mode: str = "protected") -> None:
     host = cfg.host(key)
     cmd = [sys.executable, "-m", "ftorch", "agent", "run", cfg.source, "--host", key, "--role", role,
            "--mode", mode]
@@ -98,7 +99,7 @@ def up(cfg: PairConfig, wait: bool, timeout: float, mode: str = "protected") -> 
     keys = ("b", "a") if mode == "protected" else ("a",)  # the backup listens first
     for key in keys:
         fresh_host_dir(cfg, key)
-        _spawn_agent(cfg, key, ROLE_OF[key], mode)
+        spawn_agent(cfg, key, ROLE_OF[key], mode)
         wait_for(lambda k=key: _reachable(cfg, k), 30, f"the agent on host {key} "
                  f"(see {paths(cfg, key).agent_log})")
     if wait and mode == "protected":
@@ -119,6 +120,17 @@ def _reset_ownership(cfg: PairConfig) -> None:
 
 def status(cfg: PairConfig) -> dict[str, Any]:
     return {"pair": cfg.pair, "hosts": {k: try_status(cfg, k) for k in ("a", "b")}}
+
+
+def live_side(cfg: PairConfig) -> str:
+    """The host whose guest runs alone (unprotected, or live after a failover)."""
+    st = {k: try_status(cfg, k) for k in ("a", "b")}
+    for key, s in st.items():
+        if s.get("role") == "live-alone" or (s.get("role") == "primary"
+                                              and s.get("mode") == "unprotected"):
+            return key
+    roles = ", ".join(f"host {k} is {s.get('role')}" for k, s in st.items())
+    raise FtorchError(f"no guest of pair {cfg.pair} runs alone ({roles}): nothing to protect")
 
 
 def down(cfg: PairConfig, timeout: float, force: bool) -> dict[str, Any]:

@@ -21,8 +21,9 @@ def qemu_ids() -> tuple[int, int]:
     return pw.pw_uid, pw.pw_gid
 
 
-def fresh_host_dir(cfg: PairConfig, key: str) -> Path:
-    """Make the pair's folder on host `key` with a fresh copy of the guest image."""
+def fresh_host_dir(cfg: PairConfig, key: str, with_disk: bool = True) -> Path:
+    """Make the pair's folder on host `key` with a fresh copy of the guest image (without its
+    data disk for a clone's backup, which gets the clone's image)."""
     img = image_dir(cfg)
     for name in ("vmlinuz", "initramfs.cpio.gz", "data.qcow2"):
         if not (img / name).exists():
@@ -32,8 +33,12 @@ def fresh_host_dir(cfg: PairConfig, key: str) -> Path:
         shutil.rmtree(p.root)
     p.root.mkdir(parents=True)
     uid, gid = qemu_ids()
-    for src, dst in (("vmlinuz", p.kernel), ("initramfs.cpio.gz", p.initrd), ("data.qcow2", p.disk)):
+    files = [("vmlinuz", p.kernel), ("initramfs.cpio.gz", p.initrd)]
+    if with_disk:
+        files.append(("data.qcow2", p.disk))
+    for src, dst in files:
         shutil.copyfile(img / src, dst)
-    for f in (p.root, p.disk):
-        shutil.chown(f, uid, gid)
+    shutil.chown(p.root, uid, gid)
+    if with_disk:
+        shutil.chown(p.disk, uid, gid)
     return p.root

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .config import PairConfig
@@ -14,30 +17,44 @@ from .logtail import LogTail
 from .netbridge import NetBridge
 from .sender import Sender
 from .shim import build as build_shim
+from .snaprepair import read_section
 from .stats import summary
 from .virt import Guest, Host
 
 log = logging.getLogger("ftorch.primary")
 
 
+@dataclass(frozen=True)
+class CloneInfo:
+    tag: str
+    offset: int        # log position the backup replays from
+    icount: int        # instruction count there
+    block: int         # lowest disk request not completed there
+    pause_s: float     # how long the guest was paused
+    staging: str       # local copy of the image holding the snapshot
+
+
 class Primary:
     def __init__(self, cfg: PairConfig, key: str, host: Host, mode: str = "protected",
-                 loadvm: str | None = None) -> None:
+                 loadvm: str | None = None, base_icount: int = 0) -> None:
         """mode: protected (record + stream to the backup), unprotected (record only),
         plain (no record/replay: the benchmarks' baseline). loadvm: start from this snapshot
-        (a go-live) instead of booting."""
+        (a go-live) instead of booting; base_icount: the snapshot's instruction count."""
         self.cfg, self.key, self.host = cfg, key, host
         self.mode = mode
         self.loadvm = loadvm
         self.paths = paths(cfg, key)
         self.guest: Guest | None = None
-        peer = cfg.host(cfg.peer(key))
-        self.tail = LogTail(str(self.paths.rr_log), cfg.channel.frame_max_bytes)
-        gated = mode == "protected"
-        self.net = NetBridge(str(self.paths.net_sock), TAP, self._log_size if gated else None)
-        self.sender = Sender(self.tail, (peer.address, cfg.channel.port), cfg.pair,
-                             cfg.channel.heartbeat_s, cfg.channel.timeout_s, self.net.inbound_times,
-                             on_ack=self._on_ack)
+        self.tail = LogTail(str(self.paths.rr_log), cfg.channel.frame_max_bytes, base_icount)
+        self.net = NetBridge(str(self.paths.net_sock), TAP,
+                             self._log_size if mode != "plain" else None, gated=mode == "protected")
+        self.sender = self._new_sender()
+
+    def _new_sender(self) -> Sender:
+        peer = self.cfg.host(self.cfg.peer(self.key))
+        ch = self.cfg.channel
+        return Sender(self.tail, (peer.address, ch.port), self.cfg.pair, ch.heartbeat_s,
+                      ch.timeout_s, self.net.inbound_times, on_ack=self._on_ack)
 
     def _log_size(self) -> int:
         return self.paths.rr_log.stat().st_size
@@ -82,6 +99,44 @@ class Primary:
             time.sleep(0.01)
         log.info("handed over at offset %d, icount %d", offset, icount)
         return {"paused_at": paused_at, "offset": offset, "icount": icount}
+
+    def clone(self, tag: str, staging: Path, timeout: float) -> CloneInfo:
+        """Snapshot the running guest for a new backup: pause, savevm, copy the image locally,
+        gate output from the snapshot's log position on, resume. Only the local copy happens
+        in the pause; shipping it to the backup host happens while the guest runs."""
+        assert self.guest is not None and self.net.gated is not None
+        t0 = time.monotonic()
+        self.net.inbound_open.clear()   # QEMU refuses savevm while inbound frames are queued
+        try:
+            self.guest.savevm(tag, tries=100)
+            shutil.copyfile(self.paths.disk, staging)
+            rs = read_section(str(staging), tag)
+            icount, block = self.tail.boundary_at(rs.file_offset, timeout)
+            if icount != rs.current_icount:
+                raise FtorchError(f"clone: snapshot {tag} is at icount {rs.current_icount} but the "
+                                  f"log has {icount} at its offset {rs.file_offset}")
+            self.net.gated.regate(rs.file_offset)
+        finally:
+            self.guest.qmp("cont")   # whatever failed, the guest runs on
+            self.net.inbound_open.set()
+        info = CloneInfo(tag, rs.file_offset, icount, block, time.monotonic() - t0, str(staging))
+        log.info("cloned at offset %d, icount %d; guest paused %.3f s", info.offset, info.icount,
+                 info.pause_s)
+        return info
+
+    def protect(self) -> None:
+        """Stream the log to the (new) backup; output already waits for its acks (clone)."""
+        self.sender.stop(timeout=1)
+        self.sender = self._new_sender()
+        self.mode = "protected"
+        self.sender.start()
+
+    def unprotect(self) -> None:
+        """Back to recording alone: the backup is gone or never came up."""
+        self.sender.stop(timeout=1)
+        self.mode = "unprotected"
+        if self.net.gated is not None:
+            self.net.gated.ungate()
 
     def resume_guest(self) -> None:
         if self.guest is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import threading
 import time
 from collections import deque
 
@@ -38,6 +39,7 @@ class ReplayController(Worker):
         self.finished = False
         self.error: str | None = None
         self._stamps = stamps
+        self._stamps_lock = threading.Lock()
         super().__init__()
 
     def _wake(self) -> None:
@@ -50,13 +52,16 @@ class ReplayController(Worker):
         Measured when the backup got there, not now: a backup waiting at its break while the
         primary idles is as close as it may be, and its lag does not grow.
         """
-        while len(self._stamps) > 1 and self._stamps[1][0] <= self.icount:
-            self._stamps.popleft()
-        if not self._stamps:
+        with self._stamps_lock:   # status requests come on several threads
+            icount, moved_at = self.icount, self.moved_at
+            while len(self._stamps) > 1 and self._stamps[1][0] <= icount:
+                self._stamps.popleft()
+            stamps = list(self._stamps)   # one C-level copy: the receiver appends meanwhile
+        if not stamps:
             return 0.0
-        counts = [c for c, _ in self._stamps]
-        i = min(bisect.bisect_left(counts, self.icount), len(counts) - 1)
-        return max(0.0, self.moved_at - self._stamps[i][1])
+        counts = [c for c, _ in stamps]
+        i = min(bisect.bisect_left(counts, icount), len(counts) - 1)
+        return max(0.0, moved_at - stamps[i][1])
 
     def _run(self) -> None:
         last = 0.0

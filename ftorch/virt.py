@@ -95,6 +95,22 @@ class Guest:
             if self.is_active():
                 raise VirtError(f"{self.name}: graceful stop failed: {e.get_error_message()}") from None
 
+    def savevm(self, tag: str, tries: int = 20) -> None:
+        """stop + savevm (the guest stays paused). QEMU refuses while record/replay events are
+        pending ("Try once more later"): let it run a moment and retry."""
+        out = ""
+        for _ in range(tries):
+            self.qmp("stop")
+            out = (self.qmp("human-monitor-command", **{"command-line": f"savevm {tag}"})
+                   or "").strip()
+            if not out:
+                return
+            if "Try once more later" not in out:
+                break
+            self.qmp("cont")
+            time.sleep(0.01)   # let the vCPU reach a checkpoint, where queued events are handled
+        raise VirtError(f"{self.name}: savevm {tag} refused: {out}")
+
     def kill_now(self) -> None:
         """SIGKILL the QEMU process, then let libvirt clean up. Only for a QEMU whose state is
         already safe on disk (after savevm): a replaying QEMU takes ~1.6 s to exit on SIGTERM."""

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def ft_pair(tmp_path):
-    cfg_path = write_config(tmp_path, "ft", failover={"enabled": True})
+    cfg_path = write_config(tmp_path, "ft", failover={"enabled": True, "reprotect": False})
     with running_pair(cfg_path) as cfg:
         yield cfg_path, cfg, tmp_path
 

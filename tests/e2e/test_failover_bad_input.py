@@ -18,7 +18,7 @@ SETTLED = ("live-alone", "fenced")
 
 @pytest.fixture
 def ft_pair(tmp_path):
-    cfg_path = write_config(tmp_path, "bad", failover={"enabled": True})
+    cfg_path = write_config(tmp_path, "bad", failover={"enabled": True, "reprotect": False})
     with running_pair(cfg_path) as cfg:
         pair.wait_caught_up(cfg, timeout=300)
         yield cfg_path, cfg, tmp_path

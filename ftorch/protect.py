@@ -1,0 +1,157 @@
+"""Re-protection: clone the running guest into a new backup on the peer host.
+
+Run by the live side's agent (for `ftorch protect`, and by itself after a failover):
+  1. the peer gets a fresh folder and a standby agent;
+  2. the guest pauses for a snapshot and a local copy of its image; output is gated from the
+     snapshot's log position on; the guest resumes (the only pause);
+  3. the standby becomes a backup whose stream starts at that position; the primary streams;
+  4. the image copy goes to the peer while the guest runs, after a free-space check;
+  5. the backup checks the snapshot (tag, instruction count) and its QEMU, and replays from it;
+  6. protection counts only once the backup has passed the snapshot's instruction count; then
+     both sides arm their failover watch.
+Any failure before 6 puts the primary back to running alone and stops the peer: the running
+guest is never harmed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .config import PairConfig
+from .errors import FtorchError
+from .layout import paths
+from .pair import agent_call, spawn_agent, try_status, wait_for
+from .prepare import fresh_host_dir, qemu_ids
+from .primary import Primary
+
+log = logging.getLogger("ftorch.protect")
+PASS_TIMEOUT_S = 180.0
+PASS_MARGIN = 50_000_000     # instructions past the snapshot before protection counts
+STALL_S = 20.0               # no progress this long while the log grows: the clone is stuck
+
+
+class ProtectError(FtorchError):
+    """Protection could not be (re)established; the guest runs on unprotected."""
+
+    pause_s: float | None = None   # how long the clone paused the guest, if it got that far
+
+
+@dataclass
+class ProtectResult:
+    peer: str
+    tag: str
+    offset: int
+    icount: int
+    pause_s: float
+    copy_s: float
+    passed_s: float          # from the clone until the backup passed the snapshot's count
+    image_bytes: int
+
+
+def peer_free(cfg: PairConfig, me: str) -> bool:
+    """Can the peer host take a backup: no agent of this pair answers there."""
+    return try_status(cfg, cfg.peer(me)).get("role") == "unreachable"
+
+
+def _copy(src: str, dst: str, progress: Callable[[int, int], None] | None) -> None:
+    size = os.path.getsize(src)
+    free = shutil.disk_usage(os.path.dirname(dst)).free
+    if free < size + (16 << 20):
+        raise ProtectError(f"no room for the clone on the backup host: {dst} needs "
+                           f"{size >> 20} MiB, {free >> 20} MiB free")
+    done = 0
+    try:
+        with open(src, "rb") as fi, open(dst, "wb") as fo:
+            while chunk := fi.read(8 << 20):
+                fo.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, size)
+            fo.flush()
+            os.fsync(fo.fileno())
+    except OSError as e:
+        raise ProtectError(f"copying the clone to {dst} failed: {e.strerror or e}") from None
+
+
+def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
+            progress: Callable[[int, int], None] | None = None) -> ProtectResult:
+    """Clone the running guest of `primary` (on host `me`) into a backup on the peer host."""
+    peer = cfg.peer(me)
+    if not peer_free(cfg, me):
+        raise ProtectError(f"host {peer} already runs an agent for pair {cfg.pair}")
+    tag = f"ftorch-clone-{generation or 0}-{int(time.time())}"
+    staging = paths(cfg, me).root / "clone.qcow2"
+    info = None
+    try:
+        fresh_host_dir(cfg, peer, with_disk=False)
+        spawn_agent(cfg, peer, "standby")
+        wait_for(lambda: try_status(cfg, peer).get("role") == "standby", 60,
+                 f"the standby agent on host {peer} (see {paths(cfg, peer).agent_log})")
+        info = primary.clone(tag, staging, timeout=30)
+        t0 = time.monotonic()
+        agent_call(cfg, peer, "begin", timeout=30, offset=info.offset, icount=info.icount,
+                   block=info.block, tag=tag)
+        primary.protect()
+        dst = paths(cfg, peer).disk
+        _copy(str(staging), str(dst), progress)
+        shutil.chown(dst, *qemu_ids())
+        copy_s = time.monotonic() - t0
+        agent_call(cfg, peer, "disk-ready", timeout=30)
+        _wait_passed(cfg, peer, info.icount)
+        agent_call(cfg, peer, "arm", timeout=10)
+    except (FtorchError, OSError) as e:
+        _roll_back(cfg, peer, primary)
+        err = e if isinstance(e, ProtectError) else ProtectError(
+            f"protecting pair {cfg.pair} on host {peer} failed: {e}; the guest runs on unprotected")
+        err.pause_s = info.pause_s if info else None
+        raise err from None
+    finally:
+        staging.unlink(missing_ok=True)
+    res = ProtectResult(peer, tag, info.offset, info.icount, info.pause_s, copy_s,
+                        time.monotonic() - t0 + info.pause_s, os.path.getsize(dst))
+    log.info("protected by host %s: %s", peer, asdict(res))
+    return res
+
+
+def _wait_passed(cfg: PairConfig, peer: str, icount: int) -> None:
+    """Wait until the clone's backup has replayed past the snapshot by a margin; fail fast if
+    it sits at one count while its log grows (a clone that does not replay)."""
+    deadline = time.monotonic() + PASS_TIMEOUT_S
+    goal = icount + PASS_MARGIN
+    last, since = -1, time.monotonic()
+    while True:
+        st = try_status(cfg, peer)
+        error = st.get("start_error") or st.get("replay_error")
+        if error:
+            raise ProtectError(f"the backup on host {peer} failed: {error}")
+        now_icount = st.get("icount") or 0
+        if now_icount > goal:
+            return
+        if now_icount != last:
+            last, since = now_icount, time.monotonic()
+        grew = (st.get("received_icount") or 0) > goal
+        if grew and time.monotonic() - since > STALL_S:
+            raise ProtectError(f"the clone's replay on host {peer} is stuck at icount {now_icount} "
+                               f"(snapshot at {icount}, {st.get('received_icount')} received): "
+                               "it does not follow the log (see docs/qemu-notes.md, clones)")
+        if time.monotonic() > deadline:
+            raise ProtectError(f"the backup on host {peer} did not replay past the snapshot "
+                               f"(icount {icount}) in {PASS_TIMEOUT_S:.0f} s")
+        time.sleep(0.25)
+
+
+def _roll_back(cfg: PairConfig, peer: str, primary: Primary) -> None:
+    primary.unprotect()
+    try:
+        agent_call(cfg, peer, "quit", timeout=10)
+    except FtorchError as e:
+        log.warning("stopping the agent on host %s: %s", peer, e)
+
+
+def result_dict(r: ProtectResult) -> dict[str, Any]:
+    return asdict(r)

@@ -1,0 +1,48 @@
+import struct
+import time
+
+import pytest
+
+from ftorch.errors import LogFormatError
+from ftorch.logtail import LogTail
+from ftorch.replaylog import HEADER_SIZE, INSTRUCTION, block_completions
+
+
+def instr(n: int) -> bytes:
+    return bytes([INSTRUCTION]) + struct.pack(">I", n)
+
+
+def wait(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def tail(tmp_path):
+    path = tmp_path / "rr.log"
+    body = instr(100) + block_completions(0, 2) + instr(50) + block_completions(2, 1) + instr(7)
+    path.write_bytes(bytes(HEADER_SIZE) + body)
+    t = LogTail(str(path), base_icount=1000)   # a recorder started from a snapshot at 1000
+    t.start()
+    wait(lambda: t.head()[0] == HEADER_SIZE + len(body))
+    yield t, body
+    t.stop()
+
+
+def test_snapshot_offset_becomes_a_chunk_boundary_with_its_count(tail):
+    t, body = tail
+    assert t.icount_at(HEADER_SIZE) == 1000
+    mid = HEADER_SIZE + 5 + 18 + 5                     # after 100 + 50 instructions, blocks 0-1
+    assert t.boundary_at(mid, timeout=5) == (1150, 2)
+    assert t.icount_at(mid) == 1150
+    rest = t.chunk_at(mid, timeout=1)
+    assert rest.end == HEADER_SIZE + len(body) and rest.icount == 1157 and rest.block == 3
+    assert t.boundary_at(mid, timeout=5) == (1150, 2)  # already a boundary: same answer
+
+
+def test_offset_inside_an_event_is_refused(tail):
+    t, _ = tail
+    with pytest.raises(LogFormatError, match="not an event boundary"):
+        t.boundary_at(HEADER_SIZE + 3, timeout=5)
