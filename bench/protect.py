@@ -53,6 +53,8 @@ def clones(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
     client = _client(tmp, "clones", 600)
     pauses, first_try, tries, errors = [], 0, 0, []
     try:
+        pair.wait_for(lambda: (pair.try_status(cfg, "a").get("gate") or {}).get("released", 0) > 50,
+                      300, "the client to be writing (the guest has booted)")
         for _ in range(CLONES):
             tries += 1
             try:

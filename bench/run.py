@@ -203,7 +203,26 @@ def plot(res: dict) -> None:
     fig.savefig(OUT / "lag.png", dpi=100)
 
 
+def report(res: dict, fail: dict, prot: dict, timeout_s: float) -> str:
+    """Write the results as JSON and bench/results/latest.md; return the markdown."""
+    (OUT / "replication.json").write_text(json.dumps({**res, "channel_timeout_s": timeout_s},
+                                                     indent=2) + "\n")
+    (OUT / "failover.json").write_text(json.dumps(fail, indent=2) + "\n")
+    (OUT / "protect.json").write_text(json.dumps(prot, indent=2) + "\n")
+    text = (markdown(res) + "\n" + failover.markdown(fail, timeout_s) + "\n"
+            + protect.markdown(prot))
+    (OUT / "latest.md").write_text(text)
+    plot(res)
+    return text
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--report"]:   # rebuild latest.md from the JSON of the last run
+        res = json.loads((OUT / "replication.json").read_text())
+        fail = json.loads((OUT / "failover.json").read_text())
+        prot = json.loads((OUT / "protect.json").read_text())
+        console.print(report(res, fail, prot, res.get("channel_timeout_s", 5.0)))
+        return 0
     OUT.mkdir(parents=True, exist_ok=True)
     res: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                  "machine": f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} "
@@ -211,6 +230,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d, Progress(console=console) as progress:
         tmp = Path(d)
         cfg = config(tmp, "bench")
+        timeout_s = load(cfg).channel.timeout_s
         runs = (("plain", "plain", cfg), ("recorded", "unprotected", cfg), ("pair", "protected", cfg),
                 ("pair_noshim", "protected", config(tmp, "noshim", flush_us=0)))
         try:
@@ -223,14 +243,7 @@ def main() -> int:
             lab.down()
     for name, _, _ in runs:
         res[name]["ratio_to_plain"] = res[name]["request_rate"] / res["plain"]["request_rate"]
-    (OUT / "replication.json").write_text(json.dumps(res, indent=2) + "\n")
-    (OUT / "failover.json").write_text(json.dumps(fail, indent=2) + "\n")
-    (OUT / "protect.json").write_text(json.dumps(prot, indent=2) + "\n")
-    text = (markdown(res) + "\n" + failover.markdown(fail, load(cfg).channel.timeout_s) + "\n"
-            + protect.markdown(prot))
-    (OUT / "latest.md").write_text(text)
-    plot(res)
-    console.print(text)
+    console.print(report(res, fail, prot, timeout_s))
     return 0
 
 

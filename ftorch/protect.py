@@ -149,6 +149,8 @@ def _roll_back(cfg: PairConfig, peer: str, primary: Primary) -> None:
     primary.unprotect()
     try:
         agent_call(cfg, peer, "quit", timeout=10)
+        wait_for(lambda: try_status(cfg, peer).get("role") == "unreachable", 60,
+                 f"the agent on host {peer} to quit")
     except FtorchError as e:
         log.warning("stopping the agent on host %s: %s", peer, e)
 
