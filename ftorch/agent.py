@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import asdict
 from typing import Any
 
 from .backup import Backup, Standby
@@ -17,13 +18,12 @@ from .failover import FailoverWatch
 from .feeder import StreamStart
 from .layout import paths
 from .primary import Primary
-from .protect import peer_free, protect, result_dict
+from .protect import peer_free, protect
 from .roles import Role
 from .virt import Host
 from .worker import Worker
 
 log = logging.getLogger("ftorch.agent")
-ROLES = {"primary": Primary, "backup": Backup, "standby": Standby}
 
 
 def setup_logging() -> None:
@@ -159,7 +159,7 @@ class Reprotector(Worker):
 
     def _alone(self) -> bool:
         a = self.agent
-        if not isinstance(a.role, Primary) or a.role.mode == "plain" or a.role.mode == "protected":
+        if not isinstance(a.role, Primary) or a.role.mode != "unprotected":
             return False
         return a.watch is None or a.watch.role == Role.LIVE_ALONE
 
@@ -172,7 +172,7 @@ class Reprotector(Worker):
                 raise FtorchError(f"protect: host {a.key} is not running the guest alone")
             assert isinstance(a.role, Primary)
             gen = a.watch.generation if a.watch else None
-            res = result_dict(protect(a.cfg, a.key, a.role, gen))
+            res = asdict(protect(a.cfg, a.key, a.role, gen))
             a.arm()
             self.last = {"ok": True, **res}
             return res

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import LogFormatError
@@ -108,19 +109,24 @@ class LogTail(Worker):
             return self.cut
         return self.parser.closing_at if self.parser.ended else None
 
+    def _wait_locked(self, reached: Callable[[], bool], offset: int, timeout: float) -> None:
+        """With the condition held: wait until the tail has `reached` offset; a tail error or
+        the deadline raises LogFormatError."""
+        deadline = time.monotonic() + timeout
+        while not reached():
+            if self.error:
+                raise LogFormatError(self.error)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LogFormatError(f"log tail did not reach offset {offset} in {timeout:.0f} s")
+            self._cond.wait(left)
+
     def cut_here(self, timeout: float) -> tuple[int, int]:
         """End the stream after every complete event now in the file (the guest is paused);
         return (offset, icount) there."""
         size = os.stat(self.path).st_size
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while self.read_to < size and not self.error:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise LogFormatError(f"log tail did not reach offset {size} in {timeout:.0f} s")
-                self._cond.wait(left)
-            if self.error:
-                raise LogFormatError(self.error)
+            self._wait_locked(lambda: self.read_to >= size, size, timeout)
             end = self.stream_end if self.stream_end is not None else self.parser.offset
             self.cut = end
             self._cond.notify_all()
@@ -175,13 +181,8 @@ class LogTail(Worker):
     def boundary_at(self, offset: int, timeout: float) -> tuple[int, int]:
         """Make offset (an event boundary QEMU reported, e.g. a snapshot's log position) a chunk
         boundary, splitting the chunk around it; return (icount, lowest open disk request)."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while self.parser.offset < offset and not self.error:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise LogFormatError(f"log tail did not reach offset {offset} in {timeout:.0f} s")
-                self._cond.wait(left)
+            self._wait_locked(lambda: self.parser.offset >= offset, offset, timeout)
             i = bisect.bisect_right(self._starts, offset) - 1
             if offset == HEADER_SIZE or self._chunks[i].offset == offset:
                 prev = self._chunks[i - 1] if i > 0 else None

@@ -20,7 +20,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from .config import PairConfig
 from .errors import FtorchError
@@ -153,7 +152,3 @@ def _roll_back(cfg: PairConfig, peer: str, primary: Primary) -> None:
                  f"the agent on host {peer} to quit")
     except FtorchError as e:
         log.warning("stopping the agent on host %s: %s", peer, e)
-
-
-def result_dict(r: ProtectResult) -> dict[str, Any]:
-    return asdict(r)
