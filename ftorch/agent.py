@@ -46,6 +46,12 @@ class Agent:
     def _went_live(self, live: Primary) -> None:
         self.role = live
 
+    def replace_primary(self, new: Primary) -> None:
+        """A clone restarted the recorder: the new one is the role (and what the watch sees)."""
+        self.role = new
+        if self.watch is not None:
+            self.watch.subject = new
+
     def arm(self) -> None:
         """Start (again) watching the peer, if failover is on."""
         if self.cfg.failover.enabled:
@@ -172,7 +178,7 @@ class Reprotector(Worker):
                 raise FtorchError(f"protect: host {a.key} is not running the guest alone")
             assert isinstance(a.role, Primary)
             gen = a.watch.generation if a.watch else None
-            res = asdict(protect(a.cfg, a.key, a.role, gen))
+            res = asdict(protect(a.cfg, a.key, a.role, gen, swap=a.replace_primary))
             a.arm()
             self.last = {"ok": True, **res}
             return res

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import select
 import socket
 import struct
 import threading
@@ -110,6 +111,8 @@ class NetBridge:
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
         self._tap_fd: int | None = None
+        self._wake_r, self._wake_w = os.pipe()   # ends the LAN reader's wait on stop
+        self._threads: list[threading.Thread] = []
 
     def start(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -126,17 +129,34 @@ class NetBridge:
         self._sock = sock
         self._tap_fd = open_tap(self.tap)
         if self.log_size is not None:
-            tap_fd = self._tap_fd
-            self.gated = GatedOutput(lambda frame: os.write(tap_fd, frame))
+            self.gated = GatedOutput(self._write_lan)
             self.gated.ungated = not self.start_gated
         for fn, name in ((self._to_lan, "net-out"), (self._to_guest, "net-in")):
-            threading.Thread(target=fn, name=name, daemon=True).start()
+            t = threading.Thread(target=fn, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _write_lan(self, frame: bytes) -> None:
+        if self._tap_fd is not None:   # None: stopped; the frame is dropped like on a dead host
+            os.write(self._tap_fd, frame)
 
     def stop(self) -> None:
+        """Stop both directions and let go of the tap, so that a new bridge can attach to it
+        (a tap takes one reader: a recorder restarted on this host needs it at once)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self.inbound_open.set()
+        os.write(self._wake_w, b"x")
         if self._sock:
             self._sock.close()
+        for t in self._threads:
+            t.join(timeout=5)
+        if not any(t.is_alive() for t in self._threads):
+            for fd in (self._tap_fd, self._wake_r, self._wake_w):
+                if fd is not None:
+                    os.close(fd)
+            self._tap_fd = None
 
     def _to_lan(self) -> None:
         assert self._sock and self._tap_fd is not None
@@ -157,6 +177,9 @@ class NetBridge:
         assert self._sock and self._tap_fd is not None
         try:
             while not self._stop.is_set():
+                ready, _, _ = select.select([self._tap_fd, self._wake_r], [], [])
+                if self._wake_r in ready:
+                    break
                 frame = os.read(self._tap_fd, 65536)
                 if len(self.inbound_times) > MAX_TRACKED:
                     self.inbound_times.clear()

@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .config import PairConfig
@@ -17,21 +14,10 @@ from .logtail import LogTail
 from .netbridge import NetBridge
 from .sender import Sender
 from .shim import build as build_shim
-from .snaprepair import read_section
 from .stats import summary
 from .virt import Guest, Host
 
 log = logging.getLogger("ftorch.primary")
-
-
-@dataclass(frozen=True)
-class CloneInfo:
-    tag: str
-    offset: int        # log position the backup replays from
-    icount: int        # instruction count there
-    block: int         # lowest disk request not completed there
-    pause_s: float     # how long the guest was paused
-    staging: str       # local copy of the image holding the snapshot
 
 
 class Primary:
@@ -63,7 +49,7 @@ class Primary:
         if self.net.gated is not None:
             self.net.gated.ack(offset)
 
-    def start(self) -> None:
+    def start(self, paused: bool = False) -> None:
         version = self.host.check_qemu()
         if self.mode == "plain":
             spec = guest_spec(self.cfg, self.key, Mode.PLAIN)
@@ -71,7 +57,7 @@ class Primary:
             shim = str(build_shim()) if self.cfg.replay.flush_us else None  # 0: QEMU's own 4 KiB
             spec = guest_spec(self.cfg, self.key, Mode.RECORD, shim, self.loadvm)
             self.tail.start()
-        self.guest = self.host.start(render(spec))
+        self.guest = self.host.start(render(spec), paused=paused)
         log.info("running %s %s (QEMU %s)", spec.name, self.mode, version)
         self.net.start()
         if self.mode == "protected":
@@ -100,32 +86,8 @@ class Primary:
         log.info("handed over at offset %d, icount %d", offset, icount)
         return {"paused_at": paused_at, "offset": offset, "icount": icount}
 
-    def clone(self, tag: str, staging: Path, timeout: float) -> CloneInfo:
-        """Snapshot the running guest for a new backup: pause, savevm, copy the image locally,
-        gate output from the snapshot's log position on, resume. Only the local copy happens
-        in the pause; shipping it to the backup host happens while the guest runs."""
-        assert self.guest is not None and self.net.gated is not None
-        t0 = time.monotonic()
-        self.net.inbound_open.clear()   # QEMU refuses savevm while inbound frames are queued
-        try:
-            self.guest.savevm(tag, tries=100)
-            shutil.copyfile(self.paths.disk, staging)
-            rs = read_section(str(staging), tag)
-            icount, block = self.tail.boundary_at(rs.file_offset, timeout)
-            if icount != rs.current_icount:
-                raise FtorchError(f"clone: snapshot {tag} is at icount {rs.current_icount} but the "
-                                  f"log has {icount} at its offset {rs.file_offset}")
-            self.net.gated.regate(rs.file_offset)
-        finally:
-            self.guest.qmp("cont")   # whatever failed, the guest runs on
-            self.net.inbound_open.set()
-        info = CloneInfo(tag, rs.file_offset, icount, block, time.monotonic() - t0, str(staging))
-        log.info("cloned at offset %d, icount %d; guest paused %.3f s", info.offset, info.icount,
-                 info.pause_s)
-        return info
-
     def protect(self) -> None:
-        """Stream the log to the (new) backup; output already waits for its acks (clone)."""
+        """Stream the log to the (new) backup; output already waits for its acks (clone.py)."""
         self.sender.stop(timeout=1)
         self.sender = self._new_sender()
         self.mode = "protected"

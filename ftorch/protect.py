@@ -2,8 +2,9 @@
 
 Run by the live side's agent (for `ftorch protect`, and by itself after a failover):
   1. the peer gets a fresh folder and a standby agent;
-  2. the guest pauses for a snapshot and a local copy of its image; output is gated from the
-     snapshot's log position on; the guest resumes (the only pause);
+  2. the guest pauses while its recorder restarts from a snapshot and a clone snapshot is taken
+     there with a local copy of the image (clone.py says why); output is gated from the clone's
+     log position on; the guest resumes (the only pause);
   3. the standby becomes a backup whose stream starts at that position; the primary streams;
   4. the image copy goes to the peer while the guest runs, after a free-space check;
   5. the backup checks the snapshot (tag, instruction count) and its QEMU, and replays from it;
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from .clone import clone
 from .config import PairConfig
 from .errors import FtorchError
 from .layout import paths
@@ -47,6 +49,7 @@ class ProtectResult:
     offset: int
     icount: int
     pause_s: float
+    restart_s: float         # part of the pause: the recorder restarting from its snapshot
     copy_s: float
     passed_s: float          # from the clone until the backup passed the snapshot's count
     image_bytes: int
@@ -78,24 +81,33 @@ def _copy(src: str, dst: str, progress: Callable[[int, int], None] | None) -> No
 
 
 def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
+            swap: Callable[[Primary], None],
             progress: Callable[[int, int], None] | None = None) -> ProtectResult:
-    """Clone the running guest of `primary` (on host `me`) into a backup on the peer host."""
+    """Clone the running guest of `primary` (on host `me`) into a backup on the peer host.
+
+    The clone restarts the recorder: `swap` receives the new `Primary` (also on failure)."""
     peer = cfg.peer(me)
     if not peer_free(cfg, me):
         raise ProtectError(f"host {peer} already runs an agent for pair {cfg.pair}")
     tag = f"ftorch-clone-{generation or 0}-{int(time.time())}"
     staging = paths(cfg, me).root / "clone.qcow2"
     info = None
+    current = [primary]
+
+    def swapped(new: Primary) -> None:
+        current[0] = new
+        swap(new)
+
     try:
         fresh_host_dir(cfg, peer, with_disk=False)
         spawn_agent(cfg, peer, "standby")
         wait_for(lambda: try_status(cfg, peer).get("role") == "standby", 60,
                  f"the standby agent on host {peer} (see {paths(cfg, peer).agent_log})")
-        info = primary.clone(tag, staging, timeout=30)
+        info = clone(current[0], tag, staging, timeout=30, swap=swapped)
         t0 = time.monotonic()
         agent_call(cfg, peer, "begin", timeout=30, offset=info.offset, icount=info.icount,
                    block=info.block, tag=tag)
-        primary.protect()
+        current[0].protect()
         dst = paths(cfg, peer).disk
         _copy(str(staging), str(dst), progress)
         shutil.chown(dst, *qemu_ids())
@@ -104,14 +116,14 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
         _wait_passed(cfg, peer, info.icount)
         agent_call(cfg, peer, "arm", timeout=10)
     except (FtorchError, OSError) as e:
-        _roll_back(cfg, peer, primary)
+        _roll_back(cfg, peer, current[0])
         err = e if isinstance(e, ProtectError) else ProtectError(
             f"protecting pair {cfg.pair} on host {peer} failed: {e}; the guest runs on unprotected")
         err.pause_s = info.pause_s if info else None
         raise err from None
     finally:
         staging.unlink(missing_ok=True)
-    res = ProtectResult(peer, tag, info.offset, info.icount, info.pause_s, copy_s,
+    res = ProtectResult(peer, tag, info.offset, info.icount, info.pause_s, info.restart_s, copy_s,
                         time.monotonic() - t0 + info.pause_s, os.path.getsize(dst))
     log.info("protected by host %s: %s", peer, asdict(res))
     return res

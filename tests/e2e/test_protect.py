@@ -71,7 +71,6 @@ def test_no_room_on_the_backup_host_rolls_back_and_the_guest_runs_on(tmp_path):
         subprocess.run(["umount", "-l", str(host_dir)], check=False)
 
 
-@pytest.mark.xfail(strict=True, reason=CLONES_STALL)
 def test_protect_a_running_guest_then_fail_over_to_the_clone(tmp_path):
     cfg_path = write_config(tmp_path, "pr", failover={"enabled": True, "reprotect": False})
     with unprotected_pair(cfg_path) as cfg:
