@@ -52,6 +52,7 @@ def clones(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
     pair.up(cfg, wait=True, timeout=300, mode="unprotected")
     client = _client(tmp, "clones", 600)
     pauses, first_try, tries, errors = [], 0, 0, []
+    steps: dict[str, list[float]] = {}
     try:
         pair.wait_for(lambda: (pair.try_status(cfg, "a").get("gate") or {}).get("released", 0) > 50,
                       300, "the client to be writing (the guest has booted)")
@@ -60,6 +61,8 @@ def clones(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
             try:
                 res = pair.agent_call(cfg, "a", "protect", timeout=900)
                 pauses.append(res["pause_s"])
+                for k, v in res["pause_steps"].items():
+                    steps.setdefault(k, []).append(v)
                 first_try += 1
             except FtorchError as e:
                 progress.console.print(f"clone failed: {e}")
@@ -75,7 +78,8 @@ def clones(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
     finally:
         client.kill()
         pair.down(cfg, timeout=10, force=True)
-    return {"pause_s": summary(pauses), "first_try": first_try, "tries": tries, "errors": errors}
+    return {"pause_s": summary(pauses), "first_try": first_try, "tries": tries, "errors": errors,
+            "pause_steps_p50_s": {k: summary(v)["p50"] for k, v in steps.items()}}
 
 
 def reprotection(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
@@ -134,4 +138,7 @@ def markdown(res: dict) -> str:
         f"| SIGKILL of the primary until protected again (automatic) | {_s(g, 'p50')} | "
         f"{_s(g, 'max')} | {g['samples']} |", "",
         f"Clones that replayed past their snapshot on the first try: {res['first_try']} of "
-        f"{res['tries']}.{first_error}"]) + "\n"
+        f"{res['tries']}.{first_error}", "",
+        "The pause by step (p50): " + (", ".join(
+            f"{k} {v * 1e3:.0f} ms" for k, v in res.get("pause_steps_p50_s", {}).items()) or "-")
+        + " (clone.py: savevm, recorder restart from it, clone snapshot, local copy)."]) + "\n"

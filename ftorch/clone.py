@@ -13,18 +13,20 @@ Pause: savevm, SIGKILL, a recording QEMU started from the snapshot, savevm, a lo
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FtorchError, VirtError
+from .imagecopy import copy_image
 from .layout import domain_name
 from .primary import Primary
+from .replaylog import CHECKPOINT_CLOCK_VIRTUAL
 from .snaprepair import check_image, read_section
 
 log = logging.getLogger("ftorch.clone")
+TIMERS_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,13 @@ class CloneInfo:
     pause_s: float     # how long the guest was paused
     staging: str       # local copy of the image holding the snapshot
     restart_s: float   # part of the pause spent restarting the recorder
+    steps: dict[str, float]   # the pause by step, seconds
 
 
-def restart_from(old: Primary, tag: str, icount: int) -> Primary:
+def restart_from(old: Primary, tag: str, icount: int, steps: dict[str, float]) -> Primary:
     """Stop old's QEMU (its state is in snapshot tag) and start a paused recorder from tag."""
     assert old.guest is not None
+    t0 = time.monotonic()
     old.guest.kill_now()   # the snapshot is on disk; a clean exit only costs time
     old.close()
     name = domain_name(old.cfg, old.key)
@@ -50,11 +54,15 @@ def restart_from(old: Primary, tag: str, icount: int) -> Primary:
     # The new recorder writes a new log at the same path; nothing needs the old one (the guest
     # ran unprotected), and the new log tail must not read it before QEMU truncates it.
     old.paths.rr_log.unlink(missing_ok=True)
+    t1 = time.monotonic()
+    steps["kill"] = t1 - t0
     for attempt in (1, 2):
         new = Primary(old.cfg, old.key, old.host, mode="unprotected", loadvm=tag,
                       base_icount=icount)
+        new.net.inbound_open.clear()   # a frame queued in QEMU would make it refuse savevm
         try:
             new.start(paused=True)
+            steps["start"] = time.monotonic() - t1
             return new
         except FtorchError as e:
             new.close()
@@ -84,26 +92,66 @@ def clone(primary: Primary, tag: str, staging: Path, timeout: float,
         primary.resume_guest()
         primary.net.inbound_open.set()
         raise
-    t1 = time.monotonic()
-    new = restart_from(primary, base, icount)
+    steps = {"savevm_base": time.monotonic() - t0}
+    new = restart_from(primary, base, icount, steps)
     swap(new)
-    restart_s = time.monotonic() - t1
     assert new.guest is not None and new.net.gated is not None
+    ok = False
     try:
         # Taken before the restarted recorder runs an instruction: nothing can be pending, so
         # no retry (a retry would run the guest, and the two sides' timers would part again).
+        t1 = time.monotonic()
         new.guest.savevm(tag, tries=1)
-        shutil.copyfile(new.paths.disk, staging)
+        new.guest.delvm(base)   # a smaller copy; the clone holds the same state
+        t2 = time.monotonic()
+        copy_image(str(new.paths.disk), str(staging), what="the clone's local copy",
+                   durable=False)
         rs = read_section(str(staging), tag)
+        t3 = time.monotonic()
         at, block = new.tail.boundary_at(rs.file_offset, timeout)
-        if at != rs.current_icount:
-            raise FtorchError(f"clone: snapshot {tag} is at icount {rs.current_icount} but the "
-                              f"log has {at} at its offset {rs.file_offset}")
+        steps.update(savevm_clone=t2 - t1, copy=t3 - t2, log_boundary=time.monotonic() - t3)
         new.net.gated.regate(rs.file_offset)
+        timers_ran = new.tail.event_count(CHECKPOINT_CLOCK_VIRTUAL)
+        ok = True
     finally:
         new.resume_guest()   # whatever failed, the guest runs on
-    info = CloneInfo(tag, rs.file_offset, at, block, time.monotonic() - t0, str(staging),
-                     restart_s)
-    log.info("cloned at offset %d, icount %d; guest paused %.3f s (recorder restart %.3f s)",
-             info.offset, info.icount, info.pause_s, info.restart_s)
+        steps["total"] = time.monotonic() - t0
+        if not ok:
+            new.net.inbound_open.set()
+    try:
+        _release_inbound(new, timers_ran)
+    finally:
+        new.net.inbound_open.set()
+    if at != rs.current_icount:
+        raise FtorchError(f"clone: snapshot {tag} is at icount {rs.current_icount} but the "
+                          f"log has {at} at its offset {rs.file_offset}")
+    drop_snapshots(new)
+    info = CloneInfo(tag, rs.file_offset, at, block, steps["total"], str(staging),
+                     steps["kill"] + steps["start"], steps)
+    log.info("cloned at offset %d, icount %d; guest paused %.3f s (%s)", info.offset, info.icount,
+             info.pause_s, ", ".join(f"{k} {v:.3f}" for k, v in steps.items()))
     return info
+
+
+def _release_inbound(new: Primary, timers_ran: int) -> None:
+    """Hold inbound frames until the recorder's first virtual-clock timers ran after the clone.
+
+    Both sides armed e1000's mitigation timer 1 ns after the clone point, but only the backup
+    also has `mit_timer_on` set until it fires; a frame received before then would raise the
+    NIC's interrupt in the recorder and postpone it in the backup."""
+    if not new.tail.wait_event(CHECKPOINT_CLOCK_VIRTUAL, timers_ran, TIMERS_WAIT_S):
+        log.warning("clone: no virtual-clock checkpoint %.0f s after the clone; inbound frames "
+                    "flow again all the same", TIMERS_WAIT_S)
+
+
+def drop_snapshots(primary: Primary) -> None:
+    """Delete ftorch's internal snapshots from the running guest's image: the backup has its
+    copy, and each holds a full memory image (the image would grow by one per go-live and
+    clone, and so would every clone's copy)."""
+    assert primary.guest is not None
+    try:
+        for name in primary.guest.snapshots():
+            if name.startswith("ftorch-"):
+                primary.guest.delvm(name)
+    except FtorchError as e:
+        log.warning("clone: old snapshots stay in %s: %s", primary.paths.disk, e)

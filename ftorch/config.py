@@ -59,9 +59,8 @@ class FailoverConfig:
     enabled: bool = True
     # After a failover the live side clones itself onto the peer host as soon as that host can
     # take a backup (no agent of the pair answers there), trying every reprotect_interval_s.
-    # Off by default: clones of a running recorder do not replay yet (docs/qemu-notes.md), and
-    # each failed attempt pauses the guest briefly.
-    reprotect: bool = False
+    # Each attempt pauses the guest for about a second (clone.py); off: `ftorch protect` by hand.
+    reprotect: bool = True
     reprotect_interval_s: float = 5.0
 
 

@@ -29,9 +29,14 @@ def fresh_host_dir(cfg: PairConfig, key: str, with_disk: bool = True) -> Path:
         if not (img / name).exists():
             raise FtorchError(f"guest image {img} lacks {name}: run `make image`")
     p = paths(cfg, key)
+    previous_log = None
     if p.root.exists():
+        if p.agent_log.exists():   # kept one generation back: why the last agent here ended
+            previous_log = p.agent_log.read_bytes()
         shutil.rmtree(p.root)
     p.root.mkdir(parents=True)
+    if previous_log is not None:
+        (p.root / "agent.log.1").write_bytes(previous_log)
     uid, gid = qemu_ids()
     files = [("vmlinuz", p.kernel), ("initramfs.cpio.gz", p.initrd)]
     if with_disk:

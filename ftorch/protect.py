@@ -16,7 +16,6 @@ guest is never harmed.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from dataclasses import asdict, dataclass
 from .clone import clone
 from .config import PairConfig
 from .errors import FtorchError
+from .imagecopy import allocated, copy_image
 from .layout import paths
 from .pair import agent_call, spawn_agent, try_status, wait_for
 from .prepare import fresh_host_dir, qemu_ids
@@ -50,6 +50,7 @@ class ProtectResult:
     icount: int
     pause_s: float
     restart_s: float         # part of the pause: the recorder restarting from its snapshot
+    pause_steps: dict[str, float]   # the pause by step (clone.py)
     copy_s: float
     passed_s: float          # from the clone until the backup passed the snapshot's count
     image_bytes: int
@@ -58,26 +59,6 @@ class ProtectResult:
 def peer_free(cfg: PairConfig, me: str) -> bool:
     """Can the peer host take a backup: no agent of this pair answers there."""
     return try_status(cfg, cfg.peer(me)).get("role") == "unreachable"
-
-
-def _copy(src: str, dst: str, progress: Callable[[int, int], None] | None) -> None:
-    size = os.path.getsize(src)
-    free = shutil.disk_usage(os.path.dirname(dst)).free
-    if free < size + (16 << 20):
-        raise ProtectError(f"no room for the clone on the backup host: {dst} needs "
-                           f"{size >> 20} MiB, {free >> 20} MiB free")
-    done = 0
-    try:
-        with open(src, "rb") as fi, open(dst, "wb") as fo:
-            while chunk := fi.read(8 << 20):
-                fo.write(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, size)
-            fo.flush()
-            os.fsync(fo.fileno())
-    except OSError as e:
-        raise ProtectError(f"copying the clone to {dst} failed: {e.strerror or e}") from None
 
 
 def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
@@ -109,7 +90,7 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
                    block=info.block, tag=tag)
         current[0].protect()
         dst = paths(cfg, peer).disk
-        _copy(str(staging), str(dst), progress)
+        copy_image(str(staging), str(dst), progress, what="the clone on the backup host")
         shutil.chown(dst, *qemu_ids())
         copy_s = time.monotonic() - t0
         agent_call(cfg, peer, "disk-ready", timeout=30)
@@ -123,8 +104,8 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
         raise err from None
     finally:
         staging.unlink(missing_ok=True)
-    res = ProtectResult(peer, tag, info.offset, info.icount, info.pause_s, info.restart_s, copy_s,
-                        time.monotonic() - t0 + info.pause_s, os.path.getsize(dst))
+    res = ProtectResult(peer, tag, info.offset, info.icount, info.pause_s, info.restart_s, info.steps, copy_s,
+                        time.monotonic() - t0 + info.pause_s, allocated(str(dst)))
     log.info("protected by host %s: %s", peer, asdict(res))
     return res
 

@@ -111,6 +111,21 @@ class Guest:
             time.sleep(0.01)   # let the vCPU reach a checkpoint, where queued events are handled
         raise VirtError(f"{self.name}: savevm {tag} refused: {out}")
 
+    def snapshots(self) -> list[str]:
+        """Names of the internal snapshots in the guest's images."""
+        names: list[str] = []
+        for dev in self.qmp("query-block"):
+            for snap in dev.get("inserted", {}).get("image", {}).get("snapshots", []):
+                if snap["name"] not in names:
+                    names.append(snap["name"])
+        return names
+
+    def delvm(self, tag: str) -> None:
+        """Delete an internal snapshot (also while the guest runs: QEMU frees its clusters)."""
+        out = (self.qmp("human-monitor-command", **{"command-line": f"delvm {tag}"}) or "").strip()
+        if out:
+            raise VirtError(f"{self.name}: delvm {tag} refused: {out}")
+
     def kill_now(self) -> None:
         """SIGKILL the QEMU process, then let libvirt clean up. Only for a QEMU whose state is
         already safe on disk (after savevm): a replaying QEMU takes ~1.6 s to exit on SIGTERM."""

@@ -45,10 +45,6 @@ def protected_by(cfg_path: Path, live: str, timeout: float = 300) -> dict:
     return wait_until(ok, timeout, f"host {live} to be protected by host {peer}")
 
 
-CLONES_STALL = ("clones of a running recorder stall at the snapshot's count: the log after the "
-                "snapshot's offset does not replay (docs/qemu-notes.md, clones); open")
-
-
 def test_no_room_on_the_backup_host_rolls_back_and_the_guest_runs_on(tmp_path):
     cfg_path = write_config(tmp_path, "pr", failover={"enabled": True, "reprotect": False})
     host_dir = load(cfg_path).host("b").path
@@ -92,7 +88,6 @@ def test_protect_a_running_guest_then_fail_over_to_the_clone(tmp_path):
               "records intact")
 
 
-@pytest.mark.xfail(strict=True, reason=CLONES_STALL)
 def test_three_failovers_with_reprotection_keep_every_record(tmp_path):
     cfg_path = write_config(tmp_path, "rp", failover={"enabled": True, "reprotect": True,
                                                       "reprotect_interval_s": 2})
