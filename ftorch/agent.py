@@ -18,7 +18,7 @@ from .failover import FailoverWatch
 from .feeder import StreamStart
 from .layout import paths
 from .primary import Primary
-from .protect import peer_free, protect
+from .protect import FAULTS, peer_free, protect
 from .roles import Role
 from .virt import Host
 from .worker import Worker
@@ -42,6 +42,7 @@ class Agent:
         self.watch: FailoverWatch | None = None
         self.done = threading.Event()
         self.reprotect = Reprotector(self)
+        self.clone_fault: str | None = None   # test hook: spoil the next clone's image
 
     def _went_live(self, live: Primary) -> None:
         self.role = live
@@ -92,6 +93,12 @@ class Agent:
             return self.role.stop_guest()
         if cmd == "wait-finished" and isinstance(self.role, Backup):
             return self.role.wait_finished(float(req.get("timeout_", 60)))
+        if cmd == "inject" and req.get("what") == "clone-fault":
+            if req.get("fault") not in FAULTS:
+                raise FtorchError(f"unknown clone fault {req.get('fault')!r}; known: "
+                                  f"{', '.join(FAULTS)}")
+            self.clone_fault = str(req["fault"])
+            return {"injected": self.clone_fault}
         if cmd == "inject" and isinstance(self.role, Primary) and req.get("what") == "corrupt-frame":
             self.role.sender.corrupt_next.set()
             return {"injected": "corrupt-frame"}
@@ -178,7 +185,8 @@ class Reprotector(Worker):
                 raise FtorchError(f"protect: host {a.key} is not running the guest alone")
             assert isinstance(a.role, Primary)
             gen = a.watch.generation if a.watch else None
-            res = asdict(protect(a.cfg, a.key, a.role, gen, swap=a.replace_primary))
+            fault, a.clone_fault = a.clone_fault, None
+            res = asdict(protect(a.cfg, a.key, a.role, gen, swap=a.replace_primary, fault=fault))
             a.arm()
             self.last = {"ok": True, **res}
             return res

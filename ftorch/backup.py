@@ -17,7 +17,7 @@ from .prepare import qemu_ids
 from .receiver import Receiver
 from .replayer import ReplayController
 from .snaprepair import read_section, repair
-from .virt import Guest, Host
+from .virt import Guest, Host, check_emulator
 
 log = logging.getLogger("ftorch.backup")
 
@@ -46,7 +46,7 @@ class Backup:
         self._starter = threading.Thread(target=self._start_when_fed, name="starter", daemon=True)
 
     def start(self) -> None:
-        log.info("backup for %s (QEMU %s), waiting for the log", self.cfg.pair, self.host.check_qemu())
+        log.info("backup for %s (QEMU %s), waiting for the log", self.cfg.pair, self._qemu())
         self.receiver.start()
         self._starter.start()
 
@@ -78,11 +78,14 @@ class Backup:
         self._started.set()
         log.info("replaying %s from the stream", spec.name)
 
+    def _qemu(self) -> str:
+        return check_emulator(self.cfg.host(self.key).emulator, self.key)
+
     def verify_clone(self) -> dict[str, Any]:
         """The clone's image is in place: check it holds the snapshot this stream starts at, and
         this host's QEMU, then let the replay start."""
         assert self.loadvm is not None
-        version = self.host.check_qemu()
+        version = self._qemu()
         rs = read_section(str(self.paths.disk), self.loadvm)
         start = self.feeder.start
         if rs.current_icount != start.icount or rs.file_offset != start.offset:

@@ -238,6 +238,20 @@ def truncate_frame(config: str) -> None:
     console.print(f"sent {r['sent']} of {r['length']} bytes of the frame at offset {r['offset']}")
 
 
+@debug_app.command("clone-fault")
+def clone_fault(config: str, fault: str = typer.Argument(..., help="missing-snapshot or "
+                                                                   "mismatched-snapshot"),
+                host: str = typer.Option("a", help="the host whose next clone is spoiled")) -> None:
+    """Spoil the image the next `ftorch protect` ships, as a stale or mixed-up copy would be (the
+    backup must refuse it and the guest run on unprotected)."""
+    cfg = _config(config)
+    try:
+        pair_ops.agent_call(cfg, host, "inject", what="clone-fault", fault=fault)
+    except FtorchError as e:
+        _fail(e)
+    console.print(f"the next clone from host {host} ships with a {fault}")
+
+
 @debug_app.command("hold-acks")
 def hold_acks(config: str, on: bool = typer.Argument(..., help="true: stop acking; false: resume")) -> None:
     """Make the backup receive and spool the log without acknowledging it (the primary's output

@@ -102,7 +102,6 @@ def clone(primary: Primary, tag: str, staging: Path, timeout: float,
         # no retry (a retry would run the guest, and the two sides' timers would part again).
         t1 = time.monotonic()
         new.guest.savevm(tag, tries=1)
-        new.guest.delvm(base)   # a smaller copy; the clone holds the same state
         t2 = time.monotonic()
         copy_image(str(new.paths.disk), str(staging), what="the clone's local copy",
                    durable=False)

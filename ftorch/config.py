@@ -21,6 +21,8 @@ class HostConfig:
     address: str          # the agent's address on the LAN (channel endpoint)
     netns: str = ""       # lab only: the namespace standing for this host
     dir: str = ""         # this host's local disk: images, logs, sockets
+    # the QEMU this host runs the guest with; both hosts must run the same version
+    emulator: str = "/usr/bin/qemu-system-x86_64"
 
     @property
     def path(self) -> Path:
@@ -161,6 +163,9 @@ def validate(cfg: PairConfig) -> PairConfig:
                           f"got {cfg.replay.flush_us}")
     if not cfg.shared_dir.startswith("/"):
         raise ConfigError(f"shared_dir: must be an absolute path, got {cfg.shared_dir!r}")
+    for key, h in sorted(cfg.hosts.items()):
+        if not h.emulator.startswith("/"):
+            raise ConfigError(f"hosts.{key}.emulator: must be an absolute path, got {h.emulator!r}")
     return cfg
 
 

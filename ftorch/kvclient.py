@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -58,6 +60,9 @@ class Conn:
         return reply.decode().strip()
 
 
+_finish = threading.Event()   # SIGUSR1: stop writing now, then verify and report as usual
+
+
 def run(host: str, port: int, duration: float, prefix: str, wait_s: float,
         verify: bool, rate: float = 0.0) -> Result:
     r = Result()
@@ -67,7 +72,7 @@ def run(host: str, port: int, duration: float, prefix: str, wait_s: float,
     start = time.monotonic()
     i = 0
     try:
-        while time.monotonic() - start < duration:
+        while time.monotonic() - start < duration and not _finish.is_set():
             key, value = f"{prefix}{i}", f"v{i}-{int(time.time() * 1000)}"
             t = time.monotonic()
             reply = conn.ask(f"PUT {key} {value}")
@@ -96,13 +101,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="10.77.0.10")
     ap.add_argument("--port", type=int, default=7000)
-    ap.add_argument("--duration", type=float, default=30.0, help="seconds of writing")
+    ap.add_argument("--duration", type=float, default=30.0,
+                    help="seconds of writing (SIGUSR1 ends it sooner)")
     ap.add_argument("--prefix", default="k")
     ap.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the service")
     ap.add_argument("--rate", type=float, default=0.0, help="requests/s cap (0: as fast as it answers)")
     ap.add_argument("--verify", action="store_true", help="read every record back at the end")
     ap.add_argument("--out", help="write the result as JSON here")
     a = ap.parse_args()
+    signal.signal(signal.SIGUSR1, lambda *_: _finish.set())
     r = run(a.host, a.port, a.duration, a.prefix, a.wait, a.verify, a.rate)
     doc = {**asdict(r), "rate": r.rate}
     if a.out:

@@ -58,4 +58,5 @@ def guest_spec(cfg: PairConfig, key: str, mode: Mode, shim: str | None = None,
         net_socket=str(p.net_sock), serial_log=str(p.serial), mac=cfg.guest.mac,
         smbios_uuid=smbios_uuid(cfg), memory_mib=cfg.guest.memory_mib, mode=mode,
         shim=shim if mode == Mode.RECORD else None, loadvm=loadvm,
+        emulator=cfg.host(key).emulator,
         env=env if mode == Mode.RECORD and shim else {})

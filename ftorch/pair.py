@@ -17,7 +17,7 @@ from .errors import AgentUnreachable, FtorchError
 from .layout import domain_name, paths
 from .prepare import fresh_host_dir
 from .sharedlock import SharedLock
-from .virt import Host
+from .virt import Host, check_emulator
 
 ROLE_OF = {"a": "primary", "b": "backup"}
 
@@ -90,7 +90,8 @@ def up(cfg: PairConfig, wait: bool, timeout: float, mode: str = "protected") -> 
     if uses_lab(cfg):
         lab.up()
     host = Host()
-    host.check_qemu()
+    for key in ("a", "b") if mode == "protected" else ("a",):
+        check_emulator(cfg.host(key).emulator, key)
     for key in ("a", "b"):
         if _reachable(cfg, key) or host.lookup(domain_name(cfg, key)):
             raise FtorchError(f"pair {cfg.pair} is already running on host {key}: "

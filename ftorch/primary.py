@@ -15,7 +15,7 @@ from .netbridge import NetBridge
 from .sender import Sender
 from .shim import build as build_shim
 from .stats import summary
-from .virt import Guest, Host
+from .virt import Guest, Host, check_emulator
 
 log = logging.getLogger("ftorch.primary")
 
@@ -50,7 +50,7 @@ class Primary:
             self.net.gated.ack(offset)
 
     def start(self, paused: bool = False) -> None:
-        version = self.host.check_qemu()
+        version = check_emulator(self.cfg.host(self.key).emulator, self.key)
         if self.mode == "plain":
             spec = guest_spec(self.cfg, self.key, Mode.PLAIN)
         else:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from .clone import clone
 from .config import PairConfig
@@ -29,6 +30,7 @@ from .layout import paths
 from .pair import agent_call, spawn_agent, try_status, wait_for
 from .prepare import fresh_host_dir, qemu_ids
 from .primary import Primary
+from .snaprepair import write_section
 
 log = logging.getLogger("ftorch.protect")
 PASS_TIMEOUT_S = 180.0
@@ -63,7 +65,8 @@ def peer_free(cfg: PairConfig, me: str) -> bool:
 
 def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
             swap: Callable[[Primary], None],
-            progress: Callable[[int, int], None] | None = None) -> ProtectResult:
+            progress: Callable[[int, int], None] | None = None,
+            fault: str | None = None) -> ProtectResult:
     """Clone the running guest of `primary` (on host `me`) into a backup on the peer host.
 
     The clone restarts the recorder: `swap` receives the new `Primary` (also on failure)."""
@@ -92,6 +95,8 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
         dst = paths(cfg, peer).disk
         copy_image(str(staging), str(dst), progress, what="the clone on the backup host")
         shutil.chown(dst, *qemu_ids())
+        if fault:
+            spoil(str(dst), tag, fault)
         copy_s = time.monotonic() - t0
         agent_call(cfg, peer, "disk-ready", timeout=30)
         _wait_passed(cfg, peer, info.icount)
@@ -108,6 +113,20 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
                         time.monotonic() - t0 + info.pause_s, allocated(str(dst)))
     log.info("protected by host %s: %s", peer, asdict(res))
     return res
+
+
+FAULTS = ("missing-snapshot", "mismatched-snapshot")
+
+
+def spoil(image: str, tag: str, fault: str) -> None:
+    """Test hook (`ftorch debug clone-fault`): make the shipped image a wrong one, as a stale or
+    mixed-up copy would be."""
+    if fault == "missing-snapshot":
+        subprocess.run(["qemu-img", "snapshot", "-d", tag, image], check=True, capture_output=True)
+    elif fault == "mismatched-snapshot":   # the same tag, taken a million instructions later
+        write_section(image, tag, lambda rs: replace(rs, current_icount=rs.current_icount + 10**6))
+    else:
+        raise ProtectError(f"unknown clone fault {fault!r}; known: {', '.join(FAULTS)}")
 
 
 def _wait_passed(cfg: PairConfig, peer: str, icount: int) -> None:

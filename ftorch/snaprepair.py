@@ -16,6 +16,7 @@ import json
 import os
 import struct
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from .errors import FtorchError
@@ -213,15 +214,22 @@ def read_section(path: str, tag: str) -> ReplaySection:
         img.close()
 
 
-def repair(path: str, tag: str) -> tuple[ReplaySection, ReplaySection]:
-    """Rewrite snapshot `tag`'s replay section as a fresh recording's; return (before, after)."""
+def write_section(path: str, tag: str,
+                  change: Callable[[ReplaySection], ReplaySection]) -> tuple[ReplaySection,
+                                                                           ReplaySection]:
+    """Rewrite snapshot `tag`'s replay section as `change` makes it; return (before, after)."""
     img = Qcow2(path)
     try:
         snap = img.vmstate_snapshot(tag)
         at = locate(img, snap)
         before = decode_section(img.read_vmstate(snap, at, _HEAD + _FIELDS.size), 0)
-        after = before.fresh_recording()
+        after = change(before)
         img.write_vmstate(snap, at + _HEAD, encode_fields(after))
         return before, after
     finally:
         img.close()
+
+
+def repair(path: str, tag: str) -> tuple[ReplaySection, ReplaySection]:
+    """Rewrite snapshot `tag`'s replay section as a fresh recording's; return (before, after)."""
+    return write_section(path, tag, ReplaySection.fresh_recording)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,25 @@ def check_qemu_version(version: dict[str, Any]) -> str:
         raise VersionError(f"QEMU {text} is not supported (record/replay tested with {wanted}); "
                            "install qemu-system-x86 from bookworm-backports")
     return text
+
+
+def parse_qemu_version(text: str) -> dict[str, Any]:
+    """`qemu-system-x86_64 --version` output as a `query-version` answer (None parts if odd)."""
+    m = re.search(r"QEMU emulator version (\d+)\.(\d+)\.(\d+)", text)
+    major, minor, micro = (int(g) for g in m.groups()) if m else (None, None, None)
+    return {"qemu": {"major": major, "minor": minor, "micro": micro}}
+
+
+def check_emulator(path: str, host: str) -> str:
+    """Raise VersionError unless the QEMU binary at path is a supported version; return it."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise VersionError(f"host {host}: cannot run QEMU {path}: {e}") from None
+    try:
+        return check_qemu_version(parse_qemu_version(out))
+    except VersionError as e:
+        raise VersionError(f"host {host}: {path}: {e}") from None
 
 
 @dataclass
@@ -160,12 +181,6 @@ class Host:
                 raise VirtError(f"cannot connect to libvirtd at {self.uri}: "
                                 f"{e.get_error_message()} (is libvirtd running?)") from None
         return self._conn
-
-    def check_qemu(self) -> str:
-        """Refuse a QEMU version ftorch has not been tested with; return the version."""
-        v = self.conn().getVersion()
-        return check_qemu_version({"qemu": {"major": v // 1_000_000, "minor": v // 1000 % 1000,
-                                            "micro": v % 1000}})
 
     def start(self, xml: str, paused: bool = False) -> Guest:
         """Create a transient domain from XML (never persistent: agents decide where it runs)."""

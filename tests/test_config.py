@@ -56,3 +56,17 @@ def test_qemu_version_check():
     assert check_qemu_version({"qemu": {"major": 10, "minor": 0, "micro": 2}}) == "10.0.2"
     with pytest.raises(VersionError, match="QEMU 7.2.0 is not supported.*bookworm-backports"):
         check_qemu_version({"qemu": {"major": 7, "minor": 2, "micro": 0}})
+
+
+def test_qemu_version_is_read_from_the_hosts_emulator(tmp_path):
+    from ftorch.virt import check_emulator, parse_qemu_version
+    out = "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright"
+    assert parse_qemu_version(out) == {"qemu": {"major": 10, "minor": 0, "micro": 2}}
+    fake = tmp_path / "qemu-old"
+    fake.write_text("#!/bin/sh\necho 'QEMU emulator version 9.2.4 (Debian)'\n")
+    fake.chmod(0o755)
+    with pytest.raises(VersionError, match=r"host b: .*qemu-old: QEMU 9\.2\.4 is not supported"):
+        check_emulator(str(fake), "b")
+    with pytest.raises(VersionError, match="host b: cannot run QEMU /nonexistent"):
+        check_emulator("/nonexistent", "b")
+    assert check_emulator("/usr/bin/qemu-system-x86_64", "a").startswith("10.0.")

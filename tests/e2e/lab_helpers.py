@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -93,6 +94,11 @@ class Client:
         self.proc = subprocess.Popen(cmd + (["--verify"] if verify else []), cwd=ROOT,
                                      stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    def finish(self, timeout: float) -> dict[str, Any]:
+        """Stop writing now (the client then reads every record back) and return the result."""
+        self.proc.send_signal(signal.SIGUSR1)
+        return self.result(timeout)
 
     def result(self, timeout: float) -> dict[str, Any]:
         _, err = self.proc.communicate(timeout=timeout)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ftorch import lab, pair
 from ftorch.config import PairConfig, load
@@ -67,11 +68,37 @@ def test_no_room_on_the_backup_host_rolls_back_and_the_guest_runs_on(tmp_path):
         subprocess.run(["umount", "-l", str(host_dir)], check=False)
 
 
-def test_protect_a_running_guest_then_fail_over_to_the_clone(tmp_path):
+def _refused(cfg_path: Path, cause: str) -> None:
+    """`ftorch protect` fails naming the cause; the guest runs on unprotected, the standby quits."""
+    r = ftorch("protect", str(cfg_path), check=False, timeout=600)
+    assert r.returncode == 1 and cause in r.stderr, r.stderr
+    a = side(cfg_path, "a")
+    assert (a["role"], a["mode"], a["gate"]["open"]) == ("primary", "unprotected", True)
+    wait_until(lambda: side(cfg_path, "b")["role"] == "unreachable", 60, "the standby to quit")
+
+
+def test_bad_clones_are_refused_then_a_good_one_protects_and_takes_over(tmp_path):
     cfg_path = write_config(tmp_path, "pr", failover={"enabled": True, "reprotect": False})
     with unprotected_pair(cfg_path) as cfg:
-        client = Client(tmp_path / "pr.json", duration=90, prefix="p", verify=True)
+        client = Client(tmp_path / "pr.json", duration=900, prefix="p", verify=True)
         wait_until(lambda: side(cfg_path, "a")["gate"]["released"] > 100, 120, "the client to write")
+        ftorch("debug", "clone-fault", str(cfg_path), "missing-snapshot")
+        _refused(cfg_path, "with a VM state")
+        ftorch("debug", "clone-fault", str(cfg_path), "mismatched-snapshot")
+        _refused(cfg_path, "wrong image")
+        # a QEMU of another version on host B: its agent reads the config when it is spawned
+        fake = tmp_path / "qemu-9.2"
+        fake.write_text("#!/bin/sh\necho 'QEMU emulator version 9.2.4 (Debian 1:9.2.4+ds-1)'\n")
+        fake.chmod(0o755)
+        good = cfg_path.read_text()
+        data = yaml.safe_load(good)
+        data["hosts"]["b"]["emulator"] = str(fake)
+        cfg_path.write_text(yaml.safe_dump(data))
+        try:
+            _refused(cfg_path, "QEMU 9.2.4 is not supported")
+        finally:
+            cfg_path.write_text(good)
+
         res = json.loads(ftorch("protect", str(cfg_path), "--json", timeout=900).stdout)
         assert res["peer"] == "b" and res["pause_s"] < 5
         p, b = protected_by(cfg_path, "a")
@@ -81,11 +108,13 @@ def test_protect_a_running_guest_then_fail_over_to_the_clone(tmp_path):
         b = wait_until(lambda: (s := side(cfg_path, "b")).get("role") in ("live-alone", "fenced")
                        and s, 180, "host B to go live")
         assert b["role"] == "live-alone", b["failover"]
-        out = client.result(timeout=600)
-        assert out["errors"] == [] and out["mismatches"] == []
-        print(f"protect: paused {res['pause_s'] * 1e3:.0f} ms, copy {res['copy_s']:.2f} s, "
-              f"protected after {res['passed_s']:.2f} s; failover to the clone: {len(out['acked'])} "
-              "records intact")
+        wait_until(lambda: side(cfg_path, "b")["net"]["frames_out"] > 10, 120,
+                   "the guest to answer from host B")
+        out = client.finish(timeout=600)
+        assert out["errors"] == [] and out["mismatches"] == [], "the running guest was harmed"
+        print(f"protect: paused {res['pause_s'] * 1e3:.0f} ms ({res['pause_steps']}), copy "
+              f"{res['copy_s']:.2f} s, protected after {res['passed_s']:.2f} s; failover to the "
+              f"clone: {len(out['acked'])} records intact")
 
 
 def test_three_failovers_with_reprotection_keep_every_record(tmp_path):
@@ -93,7 +122,7 @@ def test_three_failovers_with_reprotection_keep_every_record(tmp_path):
                                                       "reprotect_interval_s": 2})
     with running_pair(cfg_path) as cfg:
         pair.wait_caught_up(cfg, timeout=300)
-        client = Client(tmp_path / "rp.json", duration=400, prefix="r", verify=True)
+        client = Client(tmp_path / "rp.json", duration=1200, prefix="r", verify=True)
         wait_until(lambda: side(cfg_path, "a")["gate"]["released"] > 50, 120, "the client to write")
         live, times = "a", []
         for n in range(3):                      # A -> B -> A -> B
@@ -108,7 +137,9 @@ def test_three_failovers_with_reprotection_keep_every_record(tmp_path):
             assert s["failover"]["generation"] == n + 2
             times.append(s["failover"])
             live = peer
-        out = client.result(timeout=900)
+        wait_until(lambda p=live: side(cfg_path, p)["net"]["frames_out"] > 10, 120,
+                   f"the guest to answer from host {live}")
+        out = client.finish(timeout=900)
         assert out["errors"] == [], "the client's connection broke"
         assert out["mismatches"] == [], "an acknowledged record is missing or changed"
         print(f"three failovers, {len(out['acked'])} records intact; generations "
