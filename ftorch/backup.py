@@ -62,7 +62,7 @@ class Backup:
         self.disk_ready.wait()
         with f.changed:
             f.changed.wait_for(lambda: f.icount - f.start.icount > 2 * margin or f.final
-                               or self._closing)
+                               or f.half_full() or self._closing)
         if self._closing:
             return
         spec = guest_spec(self.cfg, self.key, Mode.REPLAY, loadvm=self.loadvm)

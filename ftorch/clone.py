@@ -124,7 +124,7 @@ def clone(primary: Primary, tag: str, staging: Path, timeout: float,
     if at != rs.current_icount:
         raise FtorchError(f"clone: snapshot {tag} is at icount {rs.current_icount} but the "
                           f"log has {at} at its offset {rs.file_offset}")
-    drop_snapshots(new)
+    new.drop_snapshots()
     info = CloneInfo(tag, rs.file_offset, at, block, steps["total"], str(staging),
                      steps["kill"] + steps["start"], steps)
     log.info("cloned at offset %d, icount %d; guest paused %.3f s (%s)", info.offset, info.icount,
@@ -141,16 +141,3 @@ def _release_inbound(new: Primary, timers_ran: int) -> None:
     if not new.tail.wait_event(CHECKPOINT_CLOCK_VIRTUAL, timers_ran, TIMERS_WAIT_S):
         log.warning("clone: no virtual-clock checkpoint %.0f s after the clone; inbound frames "
                     "flow again all the same", TIMERS_WAIT_S)
-
-
-def drop_snapshots(primary: Primary) -> None:
-    """Delete ftorch's internal snapshots from the running guest's image: the backup has its
-    copy, and each holds a full memory image (the image would grow by one per go-live and
-    clone, and so would every clone's copy)."""
-    assert primary.guest is not None
-    try:
-        for name in primary.guest.snapshots():
-            if name.startswith("ftorch-"):
-                primary.guest.delvm(name)
-    except FtorchError as e:
-        log.warning("clone: old snapshots stay in %s: %s", primary.paths.disk, e)

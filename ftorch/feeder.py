@@ -21,6 +21,7 @@ from .replaylog import CHECKPOINT_FIRST, END_EVENT, HEADER_SIZE, VERSION_BYTES, 
 log = logging.getLogger("ftorch.feeder")
 PIECE = 16384
 F_SETPIPE_SZ = 1031
+F_GETPIPE_SZ = 1032
 PIPE_BYTES = 1 << 20
 # Disk requests a guest may have in flight when its primary dies (virtio-blk queue depth).
 IN_FLIGHT_MAX = 128
@@ -74,6 +75,8 @@ class Feeder:
             fcntl.fcntl(self._fd, F_SETPIPE_SZ, PIPE_BYTES)
         except OSError:
             pass  # a smaller pipe only means more, smaller waits
+        self.pipe_size = fcntl.fcntl(self._fd, F_GETPIPE_SZ)
+        self.fed_bytes = 0   # bytes of events written into the pipe so far
         # A replaying QEMU reads the first event while starting; loading a snapshot then resets
         # its reader and reads on, so a stream that starts at a snapshot gets a throw-away first
         # event (a checkpoint, no payload) or its real first event would be lost.
@@ -122,7 +125,11 @@ class Feeder:
                 offset, length, icount = chunk
                 view = memoryview(os.pread(self._spool, length, offset))
                 while view:
-                    view = view[os.write(self._fd, view[:PIECE]):]
+                    n = os.write(self._fd, view[:PIECE])
+                    view = view[n:]
+                    with self.changed:
+                        self.fed_bytes += n
+                        self.changed.notify_all()
                 with self.changed:
                     self.offset, self.icount = offset + length, icount
                     self.changed.notify_all()
@@ -132,6 +139,12 @@ class Feeder:
         with self.changed:
             self.final = self.ended and self.error is None and not self._stop
             self.changed.notify_all()
+
+    def half_full(self) -> bool:
+        """The pipe holds at least half its size of events: plenty for QEMU's first reads, and
+        a writer that fills it waits for the reader (a paused recorder logs clock reads at a
+        high rate and no instructions: a clone's stream may start with a pipe-full of them)."""
+        return self.fed_bytes >= self.pipe_size // 2
 
     def close(self) -> None:
         with self._arrived:

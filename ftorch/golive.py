@@ -65,6 +65,7 @@ def go_live(backup: Backup, timeout_s: float = 300.0) -> tuple[Primary, GoLiveTi
     assert live.guest is not None
     live.guest.qmp("announce-self", initial=50, max=550, rounds=5, step=50)
     t.start_s = time.monotonic() - t2
+    live.drop_snapshots()   # the go-live snapshot and the clone's are loaded: not needed now
     log.info("live on host %s at icount %d: replay %.2f s, save %.2f s, start %.2f s",
              backup.key, t.final_icount, t.replay_s, t.save_s, t.start_s)
     return live, t

@@ -100,6 +100,18 @@ class Primary:
         if self.net.gated is not None:
             self.net.gated.ungate()
 
+    def drop_snapshots(self) -> None:
+        """Delete ftorch's internal snapshots from the running guest's image once nothing needs
+        them (a go-live's, a clone's): each holds a full memory image, and every later savevm
+        and clone copy would carry them."""
+        assert self.guest is not None
+        try:
+            for name in self.guest.snapshots():
+                if name.startswith("ftorch-"):
+                    self.guest.delvm(name)
+        except FtorchError as e:
+            log.warning("old snapshots stay in %s: %s", self.paths.disk, e)
+
     def resume_guest(self) -> None:
         if self.guest is not None:
             self.guest.qmp("cont")

@@ -146,6 +146,10 @@ def _wait_passed(cfg: PairConfig, peer: str, icount: int) -> None:
         if now_icount != last:
             last, since = now_icount, time.monotonic()
         grew = (st.get("received_icount") or 0) > goal
+        if grew and time.monotonic() - since > STALL_S and not now_icount:
+            raise ProtectError(f"the backup on host {peer} did not start its replay in "
+                               f"{STALL_S:.0f} s with {st.get('received_icount')} instructions "
+                               f"of log received (see its agent.log)")
         if grew and time.monotonic() - since > STALL_S:
             raise ProtectError(f"the clone's replay on host {peer} is stuck at icount {now_icount} "
                                f"(snapshot at {icount}, {st.get('received_icount')} received): "
