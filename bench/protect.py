@@ -130,8 +130,10 @@ def _s(s: dict, key: str) -> str:
 def markdown(res: dict) -> str:
     p, g = res["pause_s"], res["failover_to_protected_s"]
     first_error = f" First error: {res['errors'][0]}" if res.get("errors") else ""
+    when = f", run {res['date']}" if res.get("date") else ""
     return "\n".join([
-        f"## Re-protection ({res['tries']} clones of a running 128 MiB guest, a client writing)", "",
+        f"## Re-protection ({res['tries']} clones of a running 128 MiB guest, a client "
+        f"writing{when})", "",
         "| measure | p50 | max | samples |", "|---|---|---|---|",
         f"| primary's pause during `ftorch protect` | {_ms(p, 'p50')} | "
         f"{_ms(p, 'max')} | {p['samples']} |",

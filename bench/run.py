@@ -6,7 +6,8 @@ and the protected pair. Each: boot, wait for the service (and, for the pair, for
 catch up), IDLE_S of idle, then LOAD_S of a client writing over one TCP connection.
 Then the failover runs (bench/failover.py) and the re-protection runs (bench/protect.py).
 Writes bench/results/{replication,failover,protect}.json, bench/results/latest.md and
-bench/results/lag.png.
+bench/results/lag.png. `--report` rebuilds latest.md from those JSON files; `--protect` reruns
+only the re-protection part and rebuilds latest.md with the other parts' last results.
 """
 from __future__ import annotations
 
@@ -221,6 +222,14 @@ def main() -> int:
         res = json.loads((OUT / "replication.json").read_text())
         fail = json.loads((OUT / "failover.json").read_text())
         prot = json.loads((OUT / "protect.json").read_text())
+        console.print(report(res, fail, prot, res.get("channel_timeout_s", 5.0)))
+        return 0
+    if sys.argv[1:] == ["--protect"]:  # rerun re-protection only; the rest from the last run
+        res = json.loads((OUT / "replication.json").read_text())
+        fail = json.loads((OUT / "failover.json").read_text())
+        with tempfile.TemporaryDirectory() as d, Progress(console=console) as progress:
+            prot = protect.run(config(Path(d), "bench"), Path(d), progress)
+        prot["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         console.print(report(res, fail, prot, res.get("channel_timeout_s", 5.0)))
         return 0
     OUT.mkdir(parents=True, exist_ok=True)

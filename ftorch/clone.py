@@ -102,9 +102,11 @@ def clone(primary: Primary, tag: str, staging: Path, timeout: float,
         # no retry (a retry would run the guest, and the two sides' timers would part again).
         t1 = time.monotonic()
         new.guest.savevm(tag, tries=1)
+        new.drop_snapshots(keep=tag)   # the base and older ones: a smaller copy
         t2 = time.monotonic()
         copy_image(str(new.paths.disk), str(staging), what="the clone's local copy",
                    durable=False)
+        new.drop_snapshots()           # the backup has its copy of the clone
         rs = read_section(str(staging), tag)
         t3 = time.monotonic()
         at, block = new.tail.boundary_at(rs.file_offset, timeout)
@@ -124,7 +126,6 @@ def clone(primary: Primary, tag: str, staging: Path, timeout: float,
     if at != rs.current_icount:
         raise FtorchError(f"clone: snapshot {tag} is at icount {rs.current_icount} but the "
                           f"log has {at} at its offset {rs.file_offset}")
-    new.drop_snapshots()
     info = CloneInfo(tag, rs.file_offset, at, block, steps["total"], str(staging),
                      steps["kill"] + steps["start"], steps)
     log.info("cloned at offset %d, icount %d; guest paused %.3f s (%s)", info.offset, info.icount,

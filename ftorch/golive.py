@@ -61,11 +61,12 @@ def go_live(backup: Backup, timeout_s: float = 300.0) -> tuple[Primary, GoLiveTi
     t.save_s = t2 - t1
     live = Primary(backup.cfg, backup.key, backup.host, mode="unprotected", loadvm=SNAPSHOT,
                    base_icount=t.final_icount)
-    live.start()
+    live.start(paused=True)
     assert live.guest is not None
+    live.drop_snapshots()   # loaded, so not needed; only safe before the guest runs
+    live.resume_guest()
     live.guest.qmp("announce-self", initial=50, max=550, rounds=5, step=50)
     t.start_s = time.monotonic() - t2
-    live.drop_snapshots()   # the go-live snapshot and the clone's are loaded: not needed now
     log.info("live on host %s at icount %d: replay %.2f s, save %.2f s, start %.2f s",
              backup.key, t.final_icount, t.replay_s, t.save_s, t.start_s)
     return live, t

@@ -100,14 +100,17 @@ class Primary:
         if self.net.gated is not None:
             self.net.gated.ungate()
 
-    def drop_snapshots(self) -> None:
-        """Delete ftorch's internal snapshots from the running guest's image once nothing needs
-        them (a go-live's, a clone's): each holds a full memory image, and every later savevm
-        and clone copy would carry them."""
+    def drop_snapshots(self, keep: str = "") -> None:
+        """Delete ftorch's internal snapshots (but `keep`) from the guest's image: each holds a
+        full memory image, and every later savevm and clone copy would carry them.
+
+        Only while the guest has not run since it started paused: `delvm` drains the disk, and
+        in record mode a drain with a request in flight deadlocks QEMU 10.0 (its completion
+        waits for the vCPU thread, which waits for the lock the monitor holds)."""
         assert self.guest is not None
         try:
             for name in self.guest.snapshots():
-                if name.startswith("ftorch-"):
+                if name.startswith("ftorch-") and name != keep:
                     self.guest.delvm(name)
         except FtorchError as e:
             log.warning("old snapshots stay in %s: %s", self.paths.disk, e)
