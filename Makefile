@@ -14,7 +14,7 @@ demo: image       ## a protected guest on two namespace hosts, a client, then a 
 	$(PY) scripts/demo.py $(CONFIG)
 
 test: image       ## unit tests, then end-to-end tests with real QEMU, libvirtd and namespaces
-	$(PY) -m pytest -v $(wildcard tests/test_*.py) tests/e2e
+	$(PY) -m pytest -v --durations=12 $(wildcard tests/test_*.py) tests/e2e
 
 unit:
 	$(PY) -m pytest -q -m "not e2e" tests

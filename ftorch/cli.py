@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import lab as lab_mod
@@ -34,7 +35,8 @@ err = Console(stderr=True)
 
 
 def _fail(e: FtorchError) -> None:
-    err.print(f"[red]error:[/red] {e}", highlight=False)
+    # one line, never wrapped: operators grep logs and scripts match on it
+    err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(e.exit_code)
 
 

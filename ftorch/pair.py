@@ -137,13 +137,16 @@ def live_side(cfg: PairConfig) -> str:
 def down(cfg: PairConfig, timeout: float, force: bool) -> dict[str, Any]:
     """Stop the pair. Cleanly: the primary stops, the backup replays to the end, both quit."""
     result: dict[str, Any] = {"pair": cfg.pair}
-    if not force and _reachable(cfg, "a") and _reachable(cfg, "b") and \
-            try_status(cfg, "a").get("mode") == "protected":
-        agent_call(cfg, "a", "stop-guest")
-        done = agent_call(cfg, "b", "wait-finished", timeout=timeout + 5, timeout_=timeout)
+    # after a failover and re-protection the primary may be host B
+    primary = next((k for k in ("a", "b") if try_status(cfg, k).get("mode") == "protected"), None)
+    if not force and primary and _reachable(cfg, cfg.peer(primary)):
+        agent_call(cfg, primary, "stop-guest")
+        done = agent_call(cfg, cfg.peer(primary), "wait-finished", timeout=timeout + 5,
+                          timeout_=timeout)
         result["backup"] = done
-        result["primary"] = try_status(cfg, "a")
-    for key in ("b", "a"):  # the backup first: it must not take a quitting primary for dead
+        result["primary"] = {"host": primary, **try_status(cfg, primary)}
+    order = (cfg.peer(primary), primary) if primary else ("b", "a")
+    for key in order:  # the backup first: it must not take a quitting primary for dead
         try:
             agent_call(cfg, key, "quit", timeout=5)
         except (AgentUnreachable, FtorchError):
