@@ -10,7 +10,7 @@ setup:            ## system packages (QEMU 10.0 from bookworm-backports, libvirt
 image: setup      ## the test guest (kernel, busybox initramfs, data disk); cached by content hash
 	$(PY) vm-images/build.py
 
-demo: image       ## a protected guest on two namespace hosts, a client, then a clean stop
+demo: image       ## a protected guest on two namespace hosts, a client, host A killed, B live and protected again, a clean stop
 	$(PY) scripts/demo.py $(CONFIG)
 
 test: image       ## unit tests, then end-to-end tests with real QEMU, libvirtd and namespaces
