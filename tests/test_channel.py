@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ftorch.feeder import IN_FLIGHT_MAX, Feeder
+from ftorch.feeder import IN_FLIGHT_MAX, Feeder, StreamStart
 from ftorch.logtail import LogTail
 from ftorch.receiver import Receiver
 from ftorch.replaylog import END, HEADER_SIZE, INSTRUCTION, VERSION_BYTES, block_completions
@@ -230,3 +230,28 @@ def test_stopping_a_worker_that_never_started_is_harmless(tmp_path):
     tail = LogTail(str(tmp_path / "none.log"))
     tail.stop()
     tail.stop()
+
+
+def test_a_clone_stream_of_clock_reads_only_fills_half_the_pipe_and_counts_as_ready(tmp_path):
+    """A paused recorder logs clock reads and no instructions: the backup must not wait for
+    instructions that cannot come while the feeder waits for a reader (the clone deadlock)."""
+    start = StreamStart(offset=5000, icount=10**9, block=0)
+    feeder = Feeder(tmp_path / "replay.fifo", tmp_path / "rx.log", start=start)
+    try:
+        clock_read = bytes([29]) + (123).to_bytes(8, "big")   # CLOCK_VIRTUAL_RT, i64
+        events = clock_read * (feeder.pipe_size // len(clock_read) + 1)
+        assert not feeder.half_full()
+        feeder.append(start.offset, events, start.icount)
+        wait(feeder.half_full)
+        assert feeder.icount == start.icount      # not one instruction fed
+        fd = os.open(tmp_path / "replay.fifo", os.O_RDONLY | os.O_NONBLOCK)   # QEMU reads
+        got = 0
+        while got < 5 + len(events):                  # version bytes, throw-away event, events
+            try:
+                got += len(os.read(fd, 1 << 20))
+            except BlockingIOError:
+                time.sleep(0.01)
+        os.close(fd)
+        wait(lambda: feeder.offset == start.offset + len(events))
+    finally:
+        feeder.close()
