@@ -114,9 +114,7 @@ class FailoverWatch(Worker):
 
     def _go_on_alone(self) -> None:
         if isinstance(self.subject, Primary):
-            self.subject.sender.stop(timeout=1)
-            if self.subject.net.gated is not None:
-                self.subject.net.gated.ungate()
+            self.subject.unprotect()   # recording alone: the re-protector may clone it again
             self.times["live_at"] = time.time()
 
     def _go_live(self) -> None:
