@@ -97,9 +97,7 @@ def reprotection(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
             lab.kill_host(paths(cfg, live).pid, domain_name(cfg, live))
 
             def protected(p=peer, lv=live) -> bool:
-                a, b = pair.try_status(cfg, p), pair.try_status(cfg, lv)
-                return (a.get("mode") == "protected" and b.get("role") == "backup"
-                        and b.get("icount", 0) > b.get("start_icount", 1 << 62))
+                return pair.protected(pair.try_status(cfg, p), pair.try_status(cfg, lv))
             pair.wait_for(protected, 400, f"host {peer} to be protected again")
             gaps.append(time.time() - killed)
             live = peer

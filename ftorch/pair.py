@@ -123,6 +123,15 @@ def status(cfg: PairConfig) -> dict[str, Any]:
     return {"pair": cfg.pair, "hosts": {k: try_status(cfg, k) for k in ("a", "b")}}
 
 
+def protected(primary: dict[str, Any], backup: dict[str, Any]) -> bool:
+    """Two status answers describe a protected pair: a streaming primary, and a backup that
+    replays and watches it (armed only once a clone's replay has passed its snapshot)."""
+    return (primary.get("role") == "primary" and primary.get("mode") == "protected"
+            and backup.get("role") == "backup"
+            and backup.get("icount", 0) > backup.get("start_icount", 1 << 62)
+            and backup.get("failover", {}).get("state") == "backup")
+
+
 def live_side(cfg: PairConfig) -> str:
     """The host whose guest runs alone (unprotected, or live after a failover)."""
     st = {k: try_status(cfg, k) for k in ("a", "b")}

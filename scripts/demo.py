@@ -87,10 +87,7 @@ def main() -> int:
     console.print("host A's place is free again: host B clones the running guest onto it "
                   "(failover.reprotect)…")
     took = watch(cfg, "protection again",
-                 lambda st: st["hosts"]["b"].get("mode") == "protected"
-                 and st["hosts"]["a"].get("role") == "backup"
-                 and st["hosts"]["a"].get("icount", 0) > st["hosts"]["a"].get("start_icount", 1 << 62),
-                 300)
+                 lambda st: pair.protected(st["hosts"]["b"], st["hosts"]["a"]), 300)
     console.print(f"protected again by host A {took:.1f} s after going live")
     pair.wait_caught_up(cfg, timeout=300)
 

@@ -40,9 +40,7 @@ def protected_by(cfg_path: Path, live: str, timeout: float = 300) -> dict:
 
     def ok():
         p, b = side(cfg_path, live), side(cfg_path, peer)
-        return (p.get("role") == "primary" and p.get("mode") == "protected"
-                and b.get("role") == "backup" and b.get("icount", 0) > b.get("start_icount", 1 << 62)
-                and b.get("failover", {}).get("state") == "backup" and (p, b))
+        return pair.protected(p, b) and (p, b)
     return wait_until(ok, timeout, f"host {live} to be protected by host {peer}")
 
 
