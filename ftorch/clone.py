@@ -37,8 +37,7 @@ class CloneInfo:
     block: int         # lowest disk request not completed there
     pause_s: float     # how long the guest was paused
     staging: str       # local copy of the image holding the snapshot
-    restart_s: float   # part of the pause spent restarting the recorder
-    steps: dict[str, float]   # the pause by step, seconds
+    steps: dict[str, float]   # the pause by step, seconds (kill + start: the restart)
 
 
 def restart_from(old: Primary, tag: str, icount: int, steps: dict[str, float]) -> Primary:
@@ -110,6 +109,9 @@ def clone(primary: Primary, tag: str, staging: Path, timeout: float,
         rs = read_section(str(staging), tag)
         t3 = time.monotonic()
         at, block = new.tail.boundary_at(rs.file_offset, timeout)
+        if at != rs.current_icount:
+            raise FtorchError(f"clone: snapshot {tag} is at icount {rs.current_icount} but the "
+                              f"log has {at} at its offset {rs.file_offset}")
         steps.update(savevm_clone=t2 - t1, copy=t3 - t2, log_boundary=time.monotonic() - t3)
         new.net.gated.regate(rs.file_offset)
         timers_ran = new.tail.event_count(CHECKPOINT_CLOCK_VIRTUAL)
@@ -123,11 +125,7 @@ def clone(primary: Primary, tag: str, staging: Path, timeout: float,
         _release_inbound(new, timers_ran)
     finally:
         new.net.inbound_open.set()
-    if at != rs.current_icount:
-        raise FtorchError(f"clone: snapshot {tag} is at icount {rs.current_icount} but the "
-                          f"log has {at} at its offset {rs.file_offset}")
-    info = CloneInfo(tag, rs.file_offset, at, block, steps["total"], str(staging),
-                     steps["kill"] + steps["start"], steps)
+    info = CloneInfo(tag, rs.file_offset, at, block, steps["total"], str(staging), steps)
     log.info("cloned at offset %d, icount %d; guest paused %.3f s (%s)", info.offset, info.icount,
              info.pause_s, ", ".join(f"{k} {v:.3f}" for k, v in steps.items()))
     return info

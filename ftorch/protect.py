@@ -51,7 +51,6 @@ class ProtectResult:
     offset: int
     icount: int
     pause_s: float
-    restart_s: float         # part of the pause: the recorder restarting from its snapshot
     pause_steps: dict[str, float]   # the pause by step (clone.py)
     copy_s: float
     passed_s: float          # from the clone until the backup passed the snapshot's count
@@ -109,7 +108,7 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
         raise err from None
     finally:
         staging.unlink(missing_ok=True)
-    res = ProtectResult(peer, tag, info.offset, info.icount, info.pause_s, info.restart_s, info.steps, copy_s,
+    res = ProtectResult(peer, tag, info.offset, info.icount, info.pause_s, info.steps, copy_s,
                         time.monotonic() - t0 + info.pause_s, allocated(str(dst)))
     log.info("protected by host %s: %s", peer, asdict(res))
     return res
