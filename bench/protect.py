@@ -22,7 +22,7 @@ from ftorch.layout import domain_name, paths
 from ftorch.stats import summary
 
 ROOT = Path(__file__).resolve().parents[1]
-CLONES = 5
+CLONES = 10
 REPROTECTS = 3
 
 
@@ -141,4 +141,4 @@ def markdown(res: dict) -> str:
         f"{res['tries']}.{first_error}", "",
         "The pause by step (p50): " + (", ".join(
             f"{k} {v * 1e3:.0f} ms" for k, v in res.get("pause_steps_p50_s", {}).items()) or "-")
-        + " (clone.py: savevm, recorder restart from it, clone snapshot, local copy)."]) + "\n"
+        + " (clone.py: savevm, recorder restart from it, clone snapshot, dropping older snapshots, local copy)."]) + "\n"

@@ -7,6 +7,7 @@ the log's from the first instruction. The cure: the recorder loads the snapshot 
 load one in place (`loadvm` in record mode deadlocks QEMU 10.0), so the recorder restarts from
 its snapshot, paused, and the clone is a second snapshot taken right there, before it runs an
 instruction: recorder and backup then both run their post_load hooks from the same state.
+Before the restart, the snapshot's icount timers are settled (timerstate.py says why).
 
 Pause: savevm, SIGKILL, a recording QEMU started from the snapshot, savevm, a local image copy.
 """
@@ -22,11 +23,10 @@ from .errors import FtorchError, VirtError
 from .imagecopy import copy_image
 from .layout import domain_name
 from .primary import Primary
-from .replaylog import CHECKPOINT_CLOCK_VIRTUAL
 from .snaprepair import check_image, read_section
+from .timerstate import settle
 
 log = logging.getLogger("ftorch.clone")
-TIMERS_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,9 @@ def restart_from(old: Primary, tag: str, icount: int, steps: dict[str, float]) -
     if not old.host.wait_gone(name, timeout=30):
         raise VirtError(f"clone: the recording QEMU {name} did not go away")
     check_image(str(old.paths.disk))
+    before, after = settle(str(old.paths.disk), tag)
+    if before != after:
+        log.info("clone: settled the icount timers of snapshot %s (%s -> %s)", tag, before, after)
     # The new recorder writes a new log at the same path; nothing needs the old one (the guest
     # ran unprotected), and the new log tail must not read it before QEMU truncates it.
     old.paths.rr_log.unlink(missing_ok=True)
@@ -95,48 +98,32 @@ def clone(primary: Primary, tag: str, staging: Path, timeout: float,
     new = restart_from(primary, base, icount, steps)
     swap(new)
     assert new.guest is not None and new.net.gated is not None
-    ok = False
     try:
         # Taken before the restarted recorder runs an instruction: nothing can be pending, so
         # no retry (a retry would run the guest, and the two sides' timers would part again).
         t1 = time.monotonic()
         new.guest.savevm(tag, tries=1)
-        new.drop_snapshots(keep=tag)   # the base and older ones: a smaller copy
         t2 = time.monotonic()
+        new.drop_snapshots(keep=tag)   # the base and older ones: a smaller copy
+        t3 = time.monotonic()
         copy_image(str(new.paths.disk), str(staging), what="the clone's local copy",
                    durable=False)
+        t4 = time.monotonic()
         new.drop_snapshots()           # the backup has its copy of the clone
         rs = read_section(str(staging), tag)
-        t3 = time.monotonic()
+        t5 = time.monotonic()
         at, block = new.tail.boundary_at(rs.file_offset, timeout)
         if at != rs.current_icount:
             raise FtorchError(f"clone: snapshot {tag} is at icount {rs.current_icount} but the "
                               f"log has {at} at its offset {rs.file_offset}")
-        steps.update(savevm_clone=t2 - t1, copy=t3 - t2, log_boundary=time.monotonic() - t3)
+        steps.update(savevm_clone=t2 - t1, drop=t3 - t2 + t5 - t4, copy=t4 - t3,
+                     log_boundary=time.monotonic() - t5)
         new.net.gated.regate(rs.file_offset)
-        timers_ran = new.tail.event_count(CHECKPOINT_CLOCK_VIRTUAL)
-        ok = True
     finally:
         new.resume_guest()   # whatever failed, the guest runs on
-        steps["total"] = time.monotonic() - t0
-        if not ok:
-            new.net.inbound_open.set()
-    try:
-        _release_inbound(new, timers_ran)
-    finally:
         new.net.inbound_open.set()
+        steps["total"] = time.monotonic() - t0
     info = CloneInfo(tag, rs.file_offset, at, block, steps["total"], str(staging), steps)
     log.info("cloned at offset %d, icount %d; guest paused %.3f s (%s)", info.offset, info.icount,
              info.pause_s, ", ".join(f"{k} {v:.3f}" for k, v in steps.items()))
     return info
-
-
-def _release_inbound(new: Primary, timers_ran: int) -> None:
-    """Hold inbound frames until the recorder's first virtual-clock timers ran after the clone.
-
-    Both sides armed e1000's mitigation timer 1 ns after the clone point, but only the backup
-    also has `mit_timer_on` set until it fires; a frame received before then would raise the
-    NIC's interrupt in the recorder and postpone it in the backup."""
-    if not new.tail.wait_event(CHECKPOINT_CLOCK_VIRTUAL, timers_ran, TIMERS_WAIT_S):
-        log.warning("clone: no virtual-clock checkpoint %.0f s after the clone; inbound frames "
-                    "flow again all the same", TIMERS_WAIT_S)

@@ -121,19 +121,6 @@ class LogTail(Worker):
                 raise LogFormatError(f"log tail did not reach offset {offset} in {timeout:.0f} s")
             self._cond.wait(left)
 
-    def event_count(self, kind: int) -> int:
-        """How many events of `kind` the tail has parsed so far."""
-        with self._cond:
-            return self.parser.counts[kind]
-
-    def wait_event(self, kind: int, after: int, timeout: float) -> bool:
-        """Wait until the log holds more than `after` events of `kind`; False at the deadline
-        or on a tail error."""
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: self.parser.counts[kind] > after or self.error is not None,
-                timeout) and self.error is None
-
     def cut_here(self, timeout: float) -> tuple[int, int]:
         """End the stream after every complete event now in the file (the guest is paused);
         return (offset, icount) there."""

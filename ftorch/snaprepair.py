@@ -173,18 +173,21 @@ class Qcow2:
         os.close(self._fd)
 
 
-def locate(img: Qcow2, snap: Snapshot, window: int = 1 << 20) -> int:
-    """VM-state offset of the replay section, searching backwards from the end."""
+def locate(img: Qcow2, snap: Snapshot, find: Callable[[bytes], int | None] | None = None,
+           span: int = _HEAD + _FIELDS.size + 5, what: str = "replay",
+           window: int = 1 << 20) -> int:
+    """VM-state offset of a device section (`find` spots it in a buffer; `span`: its length),
+    searching backwards from the end, where QEMU writes the device sections after the RAM."""
+    find = find or find_section
     end = snap.vm_state_size
-    overlap = _HEAD + _FIELDS.size + 5
     while end > 0:
         start = max(0, end - window)
-        buf = img.read_vmstate(snap, start, min(end + overlap, snap.vm_state_size) - start)
-        found = find_section(buf)
+        buf = img.read_vmstate(snap, start, min(end + span, snap.vm_state_size) - start)
+        found = find(buf)
         if found is not None:
             return start + found
         end = start
-    raise SnapshotRepairError(f"{img.path}: snapshot {snap.name!r} has no replay section: "
+    raise SnapshotRepairError(f"{img.path}: snapshot {snap.name!r} has no {what} section: "
                               "was it taken by a QEMU in record/replay mode?")
 
 

@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+
+from ftorch.snaprepair import SnapshotRepairError
+from ftorch.timerstate import NOT_ARMED, SETTLE_NS, IcountTimers, decode, encode, find_section
+
+# The `timer` section of a real clone snapshot that stalled (docs/qemu-notes.md, pending warp):
+# a warp pending since 238990294139 ns, its timer 51.7 us past the stopped clock.
+SECTION = (Path(__file__).parent / "fixtures" / "timer-section.bin").read_bytes()
+STALLED = IcountTimers(clock_rt=238993572651, warp_start=238990294139, warp_expire=238993624347,
+                       adjust_expire=239317000000)
+
+
+def test_reads_the_real_section_not_its_json_description():
+    ram = b"\x00" * 64 + b"\x05timer" + b"\x07" * 40       # the name inside guest memory
+    vmdesc = b'{"name": "timer", "instance_id": 0, "vmsd_name": "timer/icount/warp_timer"}'
+    buf = ram + SECTION + b"\x04" + b"\x00" * 30 + vmdesc
+    at = find_section(buf)
+    assert at == len(ram)
+    assert decode(buf, at) == STALLED
+
+
+def test_settled_forgets_the_warp_and_pushes_the_shift_adjustment_only_when_close():
+    assert STALLED.settled == IcountTimers(STALLED.clock_rt, NOT_ARMED, NOT_ARMED,
+                                           STALLED.adjust_expire)   # 323 ms ahead: kept
+    soon = IcountTimers(1000, 900, 1100, 1000 + SETTLE_NS // 2)
+    assert soon.settled.adjust_expire == 1000 + SETTLE_NS
+    overdue = IcountTimers(1000, NOT_ARMED, NOT_ARMED, 10)
+    assert overdue.settled.adjust_expire == 1000 + SETTLE_NS
+    assert IcountTimers(1000, NOT_ARMED, NOT_ARMED, NOT_ARMED).settled.adjust_expire == NOT_ARMED
+    assert STALLED.settled.settled == STALLED.settled
+
+
+def test_encode_patches_only_the_timer_deadlines():
+    settled = STALLED.settled
+    out = encode(SECTION, 0, settled)
+    assert len(out) == len(SECTION)
+    assert decode(out, 0) == settled
+    changed = [i for i, (a, b) in enumerate(zip(SECTION, out, strict=True)) if a != b]
+    assert changed and max(changed) - min(changed) < 16   # warp_start and warp_expire only
+
+
+def test_a_section_without_the_icount_subsections_is_refused():
+    head_end = SECTION.index(b"\x05\x0ctimer/icount")
+    plain = SECTION[:head_end] + SECTION[-5:]
+    with pytest.raises(SnapshotRepairError, match="shift=auto"):
+        decode(plain, 0)
+    assert find_section(plain) is None
