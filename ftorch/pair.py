@@ -46,22 +46,24 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def wait_caught_up(cfg: PairConfig, timeout: float, max_lag_s: float = 0.5,
+def wait_caught_up(cfg: PairConfig, timeout: float, max_behind: int = 20_000_000,
                    samples: int = 5) -> None:
-    """Wait until the backup's lag (on whichever host it runs) stays under max_lag_s for
-    `samples` readings in a row (after a boot the backup replays a backlog first)."""
-    recent: list[float] = []
+    """Wait until the backup (on whichever host it runs) has replayed its backlog: fewer than
+    `max_behind` instructions behind what it has received, `samples` readings in a row (after a
+    boot it replays a backlog first). Counted in instructions: the seconds estimate can sit high
+    for minutes while the backup is level, and low while it still replays seconds of backlog."""
+    recent: list[int] = []
 
     def caught_up() -> bool:
         sides = [try_status(cfg, k) for k in ("b", "a")]
         st = next((s for s in sides if s.get("role") == "backup"), sides[0])
-        lag = st.get("lag_seconds")
-        # the instruction lag guards the seconds estimate while the boot backlog replays
-        ok = isinstance(lag, float) and st.get("lag_instructions", 1 << 62) < 200_000_000
-        recent.append(lag if ok else float("inf"))
-        return len(recent) >= samples and max(recent[-samples:]) < max_lag_s
+        behind = st.get("lag_instructions")
+        started = st.get("guest") in ("running", "paused") and isinstance(behind, int)
+        recent.append(behind if started else 1 << 62)
+        return len(recent) >= samples and max(recent[-samples:]) < max_behind
 
-    wait_for(caught_up, timeout, f"the backup's lag to stay under {max_lag_s} s")
+    wait_for(caught_up, timeout, f"the backup to replay its backlog (under {max_behind} "
+                                 "instructions behind what it received)")
 
 
 def spawn_agent(cfg: PairConfig, key: str, role: str, mode: str = "protected") -> None:
