@@ -46,7 +46,12 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def wait_caught_up(cfg: PairConfig, timeout: float, max_behind: int = 20_000_000,
+# A backup fewer instructions than this behind what it received has no backlog to speak of
+# (it is held 10k instructions behind, and a busy guest runs ~2M between its 10 ms steps).
+LEVEL_INSTRUCTIONS = 20_000_000
+
+
+def wait_caught_up(cfg: PairConfig, timeout: float, max_behind: int = LEVEL_INSTRUCTIONS,
                    samples: int = 5) -> None:
     """Wait until the backup (on whichever host it runs) has replayed its backlog: fewer than
     `max_behind` instructions behind what it has received, `samples` readings in a row (after a

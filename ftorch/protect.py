@@ -8,7 +8,8 @@ Run by the live side's agent (for `ftorch protect`, and by itself after a failov
   3. the standby becomes a backup whose stream starts at that position; the primary streams;
   4. the image copy goes to the peer while the guest runs, after a free-space check;
   5. the backup checks the snapshot (tag, instruction count) and its QEMU, and replays from it;
-  6. protection counts only once the backup has passed the snapshot's instruction count; then
+  6. protection counts only once the backup has replayed past the snapshot and is level with
+     what it has received; then
      both sides arm their failover watch.
 Any failure before 6 puts the primary back to running alone and stops the peer: the running
 guest is never harmed.
@@ -27,14 +28,17 @@ from .config import PairConfig
 from .errors import FtorchError
 from .imagecopy import allocated, copy_image
 from .layout import paths
-from .pair import agent_call, spawn_agent, try_status, wait_for
+from .pair import LEVEL_INSTRUCTIONS, agent_call, spawn_agent, try_status, wait_for
 from .prepare import fresh_host_dir, qemu_ids
 from .primary import Primary
 from .snaprepair import write_section
 
 log = logging.getLogger("ftorch.protect")
 PASS_TIMEOUT_S = 180.0
-PASS_MARGIN = 50_000_000     # instructions past the snapshot before protection counts
+# Protection counts once the backup is this far past the snapshot (a clone that does not replay
+# stalls at its first events) and level with what it has received: an idle guest runs ~1M
+# instructions a second, so a margin of 50M kept a pair unprotected for a minute after a failover.
+PASS_MARGIN = 5_000_000
 STALL_S = 20.0               # no progress this long while the log grows: the clone is stuck
 
 
@@ -129,8 +133,9 @@ def spoil(image: str, tag: str, fault: str) -> None:
 
 
 def _wait_passed(cfg: PairConfig, peer: str, icount: int) -> None:
-    """Wait until the clone's backup has replayed past the snapshot by a margin; fail fast if
-    it sits at one count while its log grows (a clone that does not replay)."""
+    """Wait until the clone's backup has replayed past the snapshot by a margin and is level
+    with what it has received; fail fast if it sits at one count while its log grows (a clone
+    that does not replay)."""
     deadline = time.monotonic() + PASS_TIMEOUT_S
     goal = icount + PASS_MARGIN
     last, since = -1, time.monotonic()
@@ -140,11 +145,12 @@ def _wait_passed(cfg: PairConfig, peer: str, icount: int) -> None:
         if error:
             raise ProtectError(f"the backup on host {peer} failed: {error}")
         now_icount = st.get("icount") or 0
-        if now_icount > goal:
+        received = st.get("received_icount") or 0
+        if now_icount > goal and received - now_icount < LEVEL_INSTRUCTIONS:
             return
         if now_icount != last:
             last, since = now_icount, time.monotonic()
-        grew = (st.get("received_icount") or 0) > goal
+        grew = received > goal
         if grew and time.monotonic() - since > STALL_S and not now_icount:
             raise ProtectError(f"the backup on host {peer} did not start its replay in "
                                f"{STALL_S:.0f} s with {st.get('received_icount')} instructions "
@@ -155,7 +161,8 @@ def _wait_passed(cfg: PairConfig, peer: str, icount: int) -> None:
                                "it does not follow the log (see docs/qemu-notes.md, clones)")
         if time.monotonic() > deadline:
             raise ProtectError(f"the backup on host {peer} did not replay past the snapshot "
-                               f"(icount {icount}) in {PASS_TIMEOUT_S:.0f} s")
+                               f"(icount {icount}) and catch up with its log in "
+                               f"{PASS_TIMEOUT_S:.0f} s (at {now_icount}, {received} received)")
         time.sleep(0.25)
 
 
