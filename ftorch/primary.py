@@ -100,9 +100,9 @@ class Primary:
         if self.net.gated is not None:
             self.net.gated.ungate()
 
-    def drop_snapshots(self, keep: str = "") -> None:
-        """Delete ftorch's internal snapshots (but `keep`) from the guest's image: each holds a
-        full memory image, and every later savevm and clone copy would carry them.
+    def drop_snapshots(self) -> None:
+        """Delete ftorch's internal snapshots from the guest's image: each holds a full memory
+        image, and every later savevm and clone copy would carry them.
 
         Only while the guest has not run since it started paused: `delvm` drains the disk, and
         in record mode a drain with a request in flight deadlocks QEMU 10.0 (its completion
@@ -110,7 +110,7 @@ class Primary:
         assert self.guest is not None
         try:
             for name in self.guest.snapshots():
-                if name.startswith("ftorch-") and name != keep:
+                if name.startswith("ftorch-"):
                     self.guest.delvm(name)
         except FtorchError as e:
             log.warning("old snapshots stay in %s: %s", self.paths.disk, e)
