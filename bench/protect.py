@@ -141,5 +141,4 @@ def markdown(res: dict) -> str:
         f"{res['tries']}.{first_error}", "",
         "The pause by step (p50): " + (", ".join(
             f"{k} {v * 1e3:.0f} ms" for k, v in res.get("pause_steps_p50_s", {}).items()) or "-")
-        + " (clone.py: savevm, recorder restart from it, dropping the older snapshots, clone "
-        "snapshot, local copy)."]) + "\n"
+        + " (clone.py: savevm, recorder restart from it, clone snapshot, dropping older snapshots, local copy)."]) + "\n"

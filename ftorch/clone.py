@@ -123,8 +123,8 @@ def clone(primary: Primary, tag: str, staging: Path, timeout: float,
                    durable=False)
         t4 = time.monotonic()
         new.drop_snapshots()           # the backup has its copy of the clone
-        t5 = time.monotonic()
         rs = read_section(str(staging), tag)
+        t5 = time.monotonic()
         at, block = new.tail.boundary_at(rs.file_offset, timeout)
         if at != rs.current_icount:
             raise FtorchError(f"clone: snapshot {tag} is at icount {rs.current_icount} but the "

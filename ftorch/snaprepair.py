@@ -16,8 +16,7 @@ import json
 import os
 import struct
 import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from .errors import FtorchError
@@ -30,7 +29,6 @@ _NAME = b"\x06replay"
 # u64 read_event_id
 _FIELDS = struct.Struct(">qqQiIIBQQQ")
 _HEAD = 1 + 4 + len(_NAME) + 4 + 4      # marker, section id, name, instance id, version
-_SPAN = _HEAD + _FIELDS.size + 5          # the whole section, footer included
 
 
 class SnapshotRepairError(FtorchError):
@@ -56,23 +54,15 @@ class ReplaySection:
                        read_event_id=(1 << 64) - 1)
 
 
-def section_starts(buf: bytes, name: bytes, version: int) -> Iterator[int]:
-    """Offsets in buf of full vmstate sections headed `name` (length byte included), instance 0,
-    `version`, the last first (device sections follow the RAM, which may hold lookalikes)."""
-    pos = len(buf)
-    while (pos := buf.rfind(name, 0, pos)) >= 5:
-        start = pos - 5
-        if (buf[start] == SECTION_FULL and pos + len(name) + 8 <= len(buf)
-                and struct.unpack_from(">II", buf, pos + len(name)) == (0, version)):
-            yield start
-
-
 def find_section(buf: bytes) -> int | None:
-    """Offset of the last well-formed `replay` section in buf."""
-    for start in section_starts(buf, _NAME, VMSTATE_VERSION):
+    """Offset of the last well-formed `replay` section in buf (device sections follow RAM)."""
+    pos = len(buf)
+    while (pos := buf.rfind(_NAME, 0, pos)) >= 5:
+        start = pos - 5
         end = start + _HEAD + _FIELDS.size
-        if (end + 5 <= len(buf) and buf[end] == SECTION_FOOTER
-                and buf[end + 1:end + 5] == buf[start + 1:start + 5]):
+        if (buf[start] == SECTION_FULL and end + 5 <= len(buf)
+                and struct.unpack_from(">II", buf, pos + len(_NAME)) == (0, VMSTATE_VERSION)
+                and buf[end] == SECTION_FOOTER and buf[end + 1:end + 5] == buf[start + 1:start + 5]):
             return start
     return None
 
@@ -183,10 +173,12 @@ class Qcow2:
         os.close(self._fd)
 
 
-def locate(img: Qcow2, snap: Snapshot, find: Callable[[bytes], int | None], span: int,
-           what: str, window: int = 1 << 20) -> int:
+def locate(img: Qcow2, snap: Snapshot, find: Callable[[bytes], int | None] | None = None,
+           span: int = _HEAD + _FIELDS.size + 5, what: str = "replay",
+           window: int = 1 << 20) -> int:
     """VM-state offset of a device section (`find` spots it in a buffer; `span`: its length),
     searching backwards from the end, where QEMU writes the device sections after the RAM."""
+    find = find or find_section
     end = snap.vm_state_size
     while end > 0:
         start = max(0, end - window)
@@ -197,35 +189,6 @@ def locate(img: Qcow2, snap: Snapshot, find: Callable[[bytes], int | None], span
         end = start
     raise SnapshotRepairError(f"{img.path}: snapshot {snap.name!r} has no {what} section: "
                               "was it taken by a QEMU in record/replay mode?")
-
-
-@dataclass(frozen=True)
-class SnapshotSection:
-    """One device section of a snapshot's vmstate, found and read: `buf` starts at its header."""
-
-    img: Qcow2
-    snap: Snapshot
-    at: int
-    buf: bytes
-
-    def write(self, offset: int, data: bytes) -> None:
-        """Overwrite the section's bytes from `offset` (same length: in place)."""
-        self.img.write_vmstate(self.snap, self.at + offset, data)
-
-
-@contextmanager
-def snapshot_section(path: str, tag: str, find: Callable[[bytes], int | None] = find_section,
-                     span: int = _SPAN, what: str = "replay") -> Iterator[SnapshotSection]:
-    """Snapshot `tag`'s section (the replay one unless told) in the qcow2 image at path.
-    Only for an image no QEMU has open."""
-    img = Qcow2(path)
-    try:
-        snap = img.vmstate_snapshot(tag)
-        at = locate(img, snap, find, span, what)
-        yield SnapshotSection(img, snap, at,
-                              img.read_vmstate(snap, at, min(span, snap.vm_state_size - at)))
-    finally:
-        img.close()
 
 
 def check_image(path: str) -> None:
@@ -245,19 +208,29 @@ def check_image(path: str) -> None:
 
 def read_section(path: str, tag: str) -> ReplaySection:
     """The replay section of snapshot `tag` in the qcow2 image at path."""
-    with snapshot_section(path, tag) as sec:
-        return decode_section(sec.buf, 0)
+    img = Qcow2(path)
+    try:
+        snap = img.vmstate_snapshot(tag)
+        at = locate(img, snap)
+        return decode_section(img.read_vmstate(snap, at, _HEAD + _FIELDS.size), 0)
+    finally:
+        img.close()
 
 
 def write_section(path: str, tag: str,
                   change: Callable[[ReplaySection], ReplaySection]) -> tuple[ReplaySection,
                                                                            ReplaySection]:
     """Rewrite snapshot `tag`'s replay section as `change` makes it; return (before, after)."""
-    with snapshot_section(path, tag) as sec:
-        before = decode_section(sec.buf, 0)
+    img = Qcow2(path)
+    try:
+        snap = img.vmstate_snapshot(tag)
+        at = locate(img, snap)
+        before = decode_section(img.read_vmstate(snap, at, _HEAD + _FIELDS.size), 0)
         after = change(before)
-        sec.write(_HEAD, encode_fields(after))
+        img.write_vmstate(snap, at + _HEAD, encode_fields(after))
         return before, after
+    finally:
+        img.close()
 
 
 def repair(path: str, tag: str) -> tuple[ReplaySection, ReplaySection]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, replace
 
-from .snaprepair import SECTION_FOOTER, SnapshotRepairError, section_starts, snapshot_section
+from .snaprepair import SECTION_FOOTER, SECTION_FULL, Qcow2, SnapshotRepairError, locate
 
 SETTLE_NS = 100_000_000     # the adaptive-shift timer fires no sooner than this after `cont`
 NOT_ARMED = -1              # a timer's saved deadline when it is not pending
@@ -65,8 +65,11 @@ class _Layout:
 def find_section(buf: bytes) -> int | None:
     """Offset of the last well-formed `timer` section in buf (the vmstate's JSON description
     at the end names it too, without the binary header)."""
-    for start in section_starts(buf, _NAME, 2):
-        if start + _HEAD + _MAIN.size <= len(buf):
+    pos = len(buf)
+    while (pos := buf.rfind(_NAME, 0, pos)) >= 5:
+        start = pos - 5
+        if (buf[start] == SECTION_FULL and start + _HEAD + _MAIN.size <= len(buf)
+                and struct.unpack_from(">II", buf, pos + len(_NAME)) == (0, 2)):
             try:
                 _parse(buf, start)
                 return start
@@ -78,7 +81,7 @@ def find_section(buf: bytes) -> int | None:
 def _parse(buf: bytes, start: int) -> tuple[IcountTimers, _Layout]:
     _, clock_rt = _MAIN.unpack_from(buf, start + _HEAD)
     pos, fields = start + _HEAD + _MAIN.size, {}
-    while pos + 1 < len(buf) and buf[pos] == _SUBSECTION:
+    while pos < len(buf) and buf[pos] == _SUBSECTION:
         n = buf[pos + 1]
         name = bytes(buf[pos + 2:pos + 2 + n])
         if name not in _SUBSECTIONS:
@@ -106,21 +109,27 @@ def encode(buf: bytes, start: int, timers: IcountTimers) -> bytes:
     """buf's section at start, rewritten to hold `timers` (same length: patched in place)."""
     _, layout = _parse(buf, start)
     out = bytearray(buf)
-    _PAIR.pack_into(out, start + layout.warp, timers.warp_start, timers.warp_expire)
+    struct.pack_into(">qq", out, start + layout.warp, timers.warp_start, timers.warp_expire)
     struct.pack_into(">q", out, start + layout.timers, timers.adjust_expire)
     return bytes(out)
 
 
-# The whole section when it holds every known subsection (fewer make it shorter), footer included.
+# Generous: the section holds a few subsections and its footer.
 _SPAN = _HEAD + _MAIN.size + sum(2 + len(k) + 4 + v for k, v in _SUBSECTIONS.items()) + 5
 
 
 def settle(path: str, tag: str) -> tuple[IcountTimers, IcountTimers]:
     """Rewrite snapshot `tag`'s icount timers as `IcountTimers.settled`; return (before, after).
     Only for an image no QEMU has open."""
-    with snapshot_section(path, tag, find_section, _SPAN, "timer") as sec:
-        before = decode(sec.buf, 0)
+    img = Qcow2(path)
+    try:
+        snap = img.vmstate_snapshot(tag)
+        at = locate(img, snap, find_section, _SPAN, "timer")
+        buf = img.read_vmstate(snap, at, min(_SPAN, snap.vm_state_size - at))
+        before = decode(buf, 0)
         after = before.settled
         if after != before:
-            sec.write(0, encode(sec.buf, 0, after))
+            img.write_vmstate(snap, at, encode(buf, 0, after))
         return before, after
+    finally:
+        img.close()
