@@ -32,6 +32,7 @@ def _released(cfg) -> int:
 def one_run(cfg_path: Path, tmp: Path, i: int) -> dict:
     cfg = load(cfg_path)
     pair.down(cfg, timeout=10, force=True)
+    lab.up()  # idempotent; `ftorch up` needs the lab's sshd
     pair.up(cfg, wait=True, timeout=300)
     try:
         pair.wait_caught_up(cfg, timeout=300)

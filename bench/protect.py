@@ -49,6 +49,7 @@ def clones(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
     cfg = load(cfg_path)
     task = progress.add_task("protect: clones", total=CLONES)
     pair.down(cfg, timeout=10, force=True)
+    lab.up()  # idempotent; `ftorch up` needs the lab's sshd
     pair.up(cfg, wait=True, timeout=300, mode="unprotected")
     client = _client(tmp, "clones", 600)
     pauses, first_try, tries, errors = [], 0, 0, []
@@ -87,6 +88,7 @@ def reprotection(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
     task = progress.add_task("protect: failover to protected again", total=REPROTECTS)
     gaps = []
     pair.down(cfg, timeout=10, force=True)
+    lab.up()  # idempotent; `ftorch up` needs the lab's sshd
     pair.up(cfg, wait=True, timeout=300)
     live = "a"
     try:
@@ -141,4 +143,5 @@ def markdown(res: dict) -> str:
         f"{res['tries']}.{first_error}", "",
         "The pause by step (p50): " + (", ".join(
             f"{k} {v * 1e3:.0f} ms" for k, v in res.get("pause_steps_p50_s", {}).items()) or "-")
-        + " (clone.py: savevm, recorder restart from it, clone snapshot, dropping older snapshots, local copy)."]) + "\n"
+        + " (clone.py, in order: savevm, recorder restart from it, dropping older snapshots, "
+        "clone snapshot, local copy)."]) + "\n"

@@ -92,6 +92,7 @@ def scenario(name: str, mode: str, cfg_path: Path, tmp: Path, progress: Progress
     cfg = load(cfg_path)
     task = progress.add_task(f"{name}: booting", total=None)
     pair.down(cfg, timeout=10, force=True)
+    lab.up()  # idempotent; `ftorch up` needs the lab's sshd
     pair.up(cfg, wait=True, timeout=300, mode=mode)
     client(1, tmp / "warm.json")  # the service answers: boot is over
     result: dict = {"mode": mode}

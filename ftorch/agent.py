@@ -24,6 +24,7 @@ from .virt import Host
 from .worker import Worker
 
 log = logging.getLogger("ftorch.agent")
+FAULT_COMMANDS = ("inject", "hold-acks")
 
 
 def setup_logging() -> None:
@@ -80,6 +81,9 @@ class Agent:
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
+        if cmd in FAULT_COMMANDS and not self.cfg.debug.faults:
+            raise FtorchError(f"{cmd}: fault injection is off for pair {self.cfg.pair} "
+                              "(debug.faults in the config, for tests only)")
         if cmd == "status":
             st = {"host": self.key, "pair": self.cfg.pair, "pid": os.getpid(), **self.role.status()}
             if self.reprotect.last:

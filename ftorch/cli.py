@@ -26,10 +26,11 @@ lab_app = typer.Typer(help="The one-machine lab: namespaces standing for hosts A
                       no_args_is_help=True)
 agent_app = typer.Typer(help="Run an agent (started by `ftorch up`; not for direct use).",
                         no_args_is_help=True)
-debug_app = typer.Typer(help="Fault injection for tests.", no_args_is_help=True)
+debug_app = typer.Typer(help="Fault injection for tests (the pair's config must set "
+                             "debug.faults).", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
-app.add_typer(agent_app, name="agent")
-app.add_typer(debug_app, name="debug")
+app.add_typer(agent_app, name="agent", hidden=True)
+app.add_typer(debug_app, name="debug", hidden=True)
 console = Console()
 err = Console(stderr=True)
 
@@ -57,13 +58,14 @@ def _emit(data: Any, as_json: bool, render) -> None:
 
 @lab_app.command("up")
 def lab_up() -> None:
-    """Create the lab namespaces and bridge, and start libvirtd/virtlogd if needed."""
+    """Create the lab: host namespaces with their sshd, a client, the operator's namespace,
+    the LAN and management bridges, keys; start libvirtd/virtlogd if needed. Idempotent."""
     try:
         lab_mod.up()
     except FtorchError as e:
         _fail(e)
-    console.print("lab is up: hosts ftorch-a (10.77.0.1), ftorch-b (10.77.0.2), "
-                  "client ftorch-client (10.77.0.100)")
+    console.print("lab is up: hosts ftorch-a (10.77.0.1, ssh 10.77.1.1), ftorch-b (10.77.0.2, "
+                  "ssh 10.77.1.2), client ftorch-client (10.77.0.100)")
 
 
 @lab_app.command("down")
@@ -94,7 +96,10 @@ def up(config: str = typer.Argument(..., help="The pair's YAML config."),
                                   help="No record/replay at all (benchmark baseline).")) -> None:
     """Start a protected pair: host A records the guest, host B replays its log.
 
-    Example: ftorch up examples/lab.yaml && ftorch status examples/lab.yaml
+    Reaches both hosts over SSH (the config's `ssh` section): checks their QEMU, refuses if the
+    pair already runs, sends each a fresh copy of the guest image and starts its agent.
+
+    Example: ftorch lab up && ftorch up examples/lab.yaml && ftorch status examples/lab.yaml
     """
     cfg = _config(config)
     mode = "plain" if plain else "unprotected" if unprotected else "protected"
@@ -106,32 +111,48 @@ def up(config: str = typer.Argument(..., help="The pair's YAML config."),
                   + (", backup on host b" if mode == "protected" else f" ({mode}, no backup)"))
 
 
+def _lag(s: dict[str, Any]) -> str:
+    lag_s = s.get("lag_seconds")
+    return f"{lag_s:.3f}" if isinstance(lag_s, float) else ""
+
+
 def _status_table(data: dict[str, Any]) -> None:
-    t = Table(title=f"pair {data['pair']}")
-    for col in ("host", "role", "gen", "guest", "icount", "lag (instr)", "lag (s)", "channel",
-                "log sent/acked (bytes)"):
-        t.add_column(col)
+    # fits 80 columns: counts in millions, one short channel column
+    t = Table(title=f"pair {data['pair']}", box=None, pad_edge=False)
+    for col, just in (("host", "left"), ("role", "left"), ("gen", "right"), ("guest", "left"),
+                      ("icount M", "right"), ("lag s", "right"), ("lag M", "right"),
+                      ("channel", "left"), ("acked MiB", "right")):
+        t.add_column(col, justify=just, no_wrap=True)
     for key, s in data["hosts"].items():
         ch = s.get("channel", {})
-        lag_s = s.get("lag_seconds")
         gen = (s.get("failover") or {}).get("generation")
+        icount, behind = s.get("icount"), s.get("lag_instructions")
+        acked = ch.get("acked_offset")
         t.add_row(key, s.get("role", "?"), "" if gen is None else str(gen),
-                  str(s.get("guest", s.get("error", ""))),
-                  str(s.get("icount", "")), str(s.get("lag_instructions", "")),
-                  f"{lag_s:.3f}" if isinstance(lag_s, float) else "",
-                  ch.get("state", ""),
-                  f"{ch.get('sent_bytes', ch.get('received_bytes', ''))}/{ch.get('acked_offset', '')}")
+                  str(s.get("guest", "")) if s.get("role") != "unreachable" else "",
+                  f"{icount / 1e6:.1f}" if isinstance(icount, int) else "",
+                  _lag(s), f"{behind / 1e6:.2f}" if isinstance(behind, int) else "",
+                  str(ch.get("state", "")), f"{acked / 2**20:.1f}" if isinstance(acked, int) else "")
     console.print(t)
 
 
 @app.command()
 def status(config: str = typer.Argument(..., help="The pair's YAML config."),
            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Role, state, instruction counts, lag and channel of each side. Exit 4 if an agent is down."""
+    """Each side's role, lag and channel, asked of its agent over SSH. Exit 4 if one is down.
+
+    Columns: role, generation, guest state, instruction count (millions), lag (seconds and
+    millions of instructions), channel state, log acknowledged (MiB). A host whose agent does
+    not answer gets one line saying why (SSH refused, host key mismatch, agent not running).
+    """
     cfg = _config(config)
     data = pair_ops.status(cfg)
     _emit(data, as_json, _status_table)
-    if any(h.get("role") == "unreachable" for h in data["hosts"].values()):
+    down = [(k, h) for k, h in data["hosts"].items() if h.get("role") == "unreachable"]
+    for _, h in down:
+        err.print(f"[red]error:[/red] {escape(h.get('error', ''))}", highlight=False,
+                  soft_wrap=True)
+    if down:
         raise typer.Exit(4)
 
 

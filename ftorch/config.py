@@ -16,13 +16,24 @@ MAC_RE = re.compile(r"^52:54:00(:[0-9a-f]{2}){3}$")
 
 
 @dataclass(frozen=True)
+class HostSsh:
+    address: str = ""     # where sshd listens (a management network); default: the host's address
+    port: int = 22
+    user: str = "root"
+
+
+@dataclass(frozen=True)
 class HostConfig:
     name: str
     address: str          # the agent's address on the LAN (channel endpoint)
-    netns: str = ""       # lab only: the namespace standing for this host
-    dir: str = ""         # this host's local disk: images, logs, sockets
+    dir: str = ""         # this host's local disk, as this host sees it: images, logs, sockets
     # the QEMU this host runs the guest with; both hosts must run the same version
     emulator: str = "/usr/bin/qemu-system-x86_64"
+    ssh: HostSsh = field(default_factory=HostSsh)
+
+    @property
+    def ssh_address(self) -> str:
+        return self.ssh.address or self.address
 
     @property
     def path(self) -> Path:
@@ -67,6 +78,25 @@ class FailoverConfig:
 
 
 @dataclass(frozen=True)
+class SshConfig:
+    """How the operator reaches the hosts, and how an agent reaches its peer (re-protection)."""
+
+    identity: str = "~/.ssh/id_ed25519"        # the operator's private key, on the operator's side
+    known_hosts: str = "~/.ssh/known_hosts"    # host keys the operator accepts
+    # on each host, relative to its dir: the key its agent reaches the peer with, and the
+    # peer's host key
+    agent_identity: str = "ssh/id_ed25519"
+    agent_known_hosts: str = "ssh/known_hosts"
+    connect_timeout_s: float = 5.0
+    netns: str = ""       # lab only: the network namespace the operator's connections start from
+
+
+@dataclass(frozen=True)
+class DebugConfig:
+    faults: bool = False  # fault injection (`ftorch debug ...`) for tests; never in production
+
+
+@dataclass(frozen=True)
 class PairConfig:
     pair: str
     guest: GuestConfig
@@ -75,7 +105,10 @@ class PairConfig:
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     failover: FailoverConfig = field(default_factory=FailoverConfig)
+    ssh: SshConfig = field(default_factory=SshConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
     source: str = ""
+    text: str = ""        # the YAML as written: what each host's agent is given
 
     def host(self, key: str) -> HostConfig:
         return self.hosts[key]
@@ -105,12 +138,17 @@ def _build(cls: type, data: Any, where: str) -> Any:
             raise ConfigError(f"{where}.{name}: expected true or false, got {value!r}")
         if expected == "str" and not isinstance(value, str):
             raise ConfigError(f"{where}.{name}: expected a string, got {value!r}")
+        if expected in NESTED:
+            value = _build(NESTED[expected], value, f"{where}.{name}")
         kwargs[name] = value
     try:
         return cls(**kwargs)
     except TypeError as e:
         missing = re.findall(r"'(\w+)'", str(e))
         raise ConfigError(f"{where}.{missing[0] if missing else '?'}: required field is missing") from None
+
+
+NESTED: dict[str, type] = {"HostSsh": HostSsh}
 
 
 def _positive(value: float, where: str) -> None:
@@ -132,8 +170,15 @@ def validate(cfg: PairConfig) -> PairConfig:
             raise ConfigError(f"hosts.{key}.address: {h.address!r} is not an IP address") from None
         if not h.dir.startswith("/"):
             raise ConfigError(f"hosts.{key}.dir: must be an absolute path, got {h.dir!r}")
-    if cfg.hosts["a"].address == cfg.hosts["b"].address and \
-            cfg.hosts["a"].netns == cfg.hosts["b"].netns:
+        if not 1 <= h.ssh.port <= 65535:
+            raise ConfigError(f"hosts.{key}.ssh.port: {h.ssh.port} is not a TCP port")
+        if h.ssh.address:
+            try:
+                ipaddress.ip_address(h.ssh.address)
+            except ValueError:
+                raise ConfigError(f"hosts.{key}.ssh.address: {h.ssh.address!r} is not an IP "
+                                  "address") from None
+    if cfg.hosts["a"].address == cfg.hosts["b"].address:
         raise ConfigError("hosts: a and b have the same address; they must be two hosts")
     try:
         ipaddress.ip_interface(cfg.guest.ip)
@@ -151,6 +196,7 @@ def validate(cfg: PairConfig) -> PairConfig:
     _positive(cfg.channel.heartbeat_s, "channel.heartbeat_s")
     _positive(cfg.channel.timeout_s, "channel.timeout_s")
     _positive(cfg.failover.reprotect_interval_s, "failover.reprotect_interval_s")
+    _positive(cfg.ssh.connect_timeout_s, "ssh.connect_timeout_s")
     if cfg.channel.timeout_s < 3 * cfg.channel.heartbeat_s:
         raise ConfigError(f"channel.timeout_s: {cfg.channel.timeout_s} must be at least 3 heartbeats "
                           f"({3 * cfg.channel.heartbeat_s}) or a busy host trips it")
@@ -169,14 +215,14 @@ def validate(cfg: PairConfig) -> PairConfig:
     return cfg
 
 
-def parse(data: Any, source: str = "<config>") -> PairConfig:
+def parse(data: Any, source: str = "<config>", text: str = "") -> PairConfig:
     """Build a validated PairConfig from already-loaded YAML data."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     for required in ("pair", "guest", "hosts", "shared_dir"):
         if required not in data:
             raise ConfigError(f"{required}: required field is missing")
-    unknown = sorted(set(data) - {f.name for f in fields(PairConfig)} - {"source"})
+    unknown = sorted(set(data) - {f.name for f in fields(PairConfig)} - {"source", "text"})
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown top-level field")
     if not isinstance(data["hosts"], dict):
@@ -189,7 +235,10 @@ def parse(data: Any, source: str = "<config>") -> PairConfig:
         channel=_build(ChannelConfig, data.get("channel", {}), "channel"),
         replay=_build(ReplayConfig, data.get("replay", {}), "replay"),
         failover=_build(FailoverConfig, data.get("failover", {}), "failover"),
+        ssh=_build(SshConfig, data.get("ssh", {}), "ssh"),
+        debug=_build(DebugConfig, data.get("debug", {}), "debug"),
         source=source,
+        text=text,
     )
     return validate(cfg)
 
@@ -207,4 +256,4 @@ def load(path: str | Path) -> PairConfig:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{p}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
-    return parse(data, str(p.resolve()))
+    return parse(data, str(p.resolve()), text)

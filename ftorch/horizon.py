@@ -22,6 +22,11 @@ class Decision:
     delete_break: bool = False  # issue replay-delete-break
 
 
+# A backup fewer instructions than this behind what it received has no backlog to speak of
+# (it is held 10k instructions behind, and a busy guest runs ~2M between its 10 ms steps).
+LEVEL_INSTRUCTIONS = 20_000_000
+
+
 def target(received_icount: int, margin: int, final: bool) -> int:
     """The furthest count the backup may run to with what it has received."""
     return received_icount if final else received_icount - margin

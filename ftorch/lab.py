@@ -1,15 +1,22 @@
-"""The one-machine lab: namespaces standing for host A, host B and a client, on a LAN bridge.
+"""The one-machine lab: namespaces standing for host A, host B, a client and the operator.
 
   ftorch-client: eth0 10.77.0.100 ─┐
   ftorch-a: br-lan 10.77.0.1 + ftap0 (guest NIC, owned by agent A) ─ uplink ─┤ ftorch-lan: br0
-  ftorch-b: br-lan 10.77.0.2 + ftap0 (guest NIC, owned by agent B) ─ uplink ─┘
-Only addresses inside these namespaces are used. Cutting a host off the LAN is `cut_link`.
+  ftorch-b: br-lan 10.77.0.2 + ftap0 (guest NIC, owned by agent B) ─ uplink ─┘  (the LAN)
+  ftorch-a: mgmt0 10.77.1.1, sshd ──┐
+  ftorch-b: mgmt0 10.77.1.2, sshd ──┤ ftorch-lan: br-mgmt (management: SSH only)
+  ftorch-ops: eth0 10.77.1.100 ─────┘ (where the operator's SSH connections start)
+Each host's sshd, and so its agent, runs in a mount namespace of its own in which the other
+host's folder and the operator's keys are hidden: a path from one host into another's files
+fails instead of passing. Only addresses inside these namespaces are used. Cutting a host off
+the LAN (`cut_link`) leaves its management link, as on hosts with a separate management network.
 """
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +26,12 @@ from .proc import run
 
 LAN_NS = "ftorch-lan"
 CLIENT_NS = "ftorch-client"
+OPS_NS = "ftorch-ops"
 SUBNET = "10.77.0"
+MGMT_SUBNET = "10.77.1"
+OPS_ADDRESS = f"{MGMT_SUBNET}.100"
 LAB_ROOT = Path("/var/lib/ftorch/lab")
+OPERATOR_DIR = LAB_ROOT / "operator"
 TAP = "ftap0"
 LIBVIRTD_LOG = "/var/log/ftorch-libvirtd.log"
 
@@ -31,13 +42,21 @@ class LabHost:
     netns: str
     address: str
 
+    mgmt_address: str
+
     @property
     def lan_port(self) -> str:
         """The LAN bridge's port that is this host's network cable."""
         return f"lan-{self.key}"
 
+    @property
+    def dir(self) -> Path:
+        """This host's local disk."""
+        return LAB_ROOT / f"host{self.key.upper()}"
 
-HOSTS = (LabHost("a", "ftorch-a", f"{SUBNET}.1"), LabHost("b", "ftorch-b", f"{SUBNET}.2"))
+
+HOSTS = (LabHost("a", "ftorch-a", f"{SUBNET}.1", f"{MGMT_SUBNET}.1"),
+         LabHost("b", "ftorch-b", f"{SUBNET}.2", f"{MGMT_SUBNET}.2"))
 CLIENT_ADDRESS = f"{SUBNET}.100"
 GUEST_ADDRESS = f"{SUBNET}.10"
 
@@ -79,22 +98,34 @@ def up() -> None:
     have = namespaces()
     if LAN_NS not in have:
         _ip("netns", "add", LAN_NS)
-        _ip("-n", LAN_NS, "link", "add", "br0", "type", "bridge", "forward_delay", "0")
-        _ip("-n", LAN_NS, "link", "set", "br0", "up")
+        for bridge in ("br0", "br-mgmt"):
+            _ip("-n", LAN_NS, "link", "add", bridge, "type", "bridge", "forward_delay", "0")
+            _ip("-n", LAN_NS, "link", "set", bridge, "up")
     for h in HOSTS:
         if h.netns not in have:
             _host_up(h)
     if CLIENT_NS not in have:
-        _ip("netns", "add", CLIENT_NS)
-        _ip("-n", LAN_NS, "link", "add", "lan-c", "type", "veth", "peer", "name", "eth0",
-            "netns", CLIENT_NS)
-        _ip("-n", LAN_NS, "link", "set", "lan-c", "master", "br0", "up")
-        _ip("-n", CLIENT_NS, "addr", "add", f"{CLIENT_ADDRESS}/24", "dev", "eth0")
-        _ip("-n", CLIENT_NS, "link", "set", "eth0", "up")
-        _ip("-n", CLIENT_NS, "link", "set", "lo", "up")
+        _station(CLIENT_NS, "lan-c", "br0", CLIENT_ADDRESS)
+    if OPS_NS not in have:
+        _station(OPS_NS, "mgmt-o", "br-mgmt", OPS_ADDRESS)
     for h in HOSTS:
-        (LAB_ROOT / f"host{h.key.upper()}").mkdir(parents=True, exist_ok=True)
+        h.dir.mkdir(parents=True, exist_ok=True)
     (LAB_ROOT / "shared").mkdir(parents=True, exist_ok=True)
+    from . import labssh
+    labssh.keys([h.key for h in HOSTS], {h.key: h.mgmt_address for h in HOSTS})
+    for h in HOSTS:
+        labssh.start_sshd(h.key, h.netns, h.mgmt_address, hide=[o.dir for o in HOSTS if o != h]
+                          + [OPERATOR_DIR], path=os.path.dirname(sys.executable))
+
+
+def _station(ns: str, port: str, bridge: str, address: str) -> None:
+    """A namespace with one cable (eth0) into a bridge of the LAN namespace."""
+    _ip("netns", "add", ns)
+    _ip("-n", LAN_NS, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+    _ip("-n", LAN_NS, "link", "set", port, "master", bridge, "up")
+    _ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+    _ip("-n", ns, "link", "set", "eth0", "up")
+    _ip("-n", ns, "link", "set", "lo", "up")
 
 
 def _host_up(h: LabHost) -> None:
@@ -109,11 +140,22 @@ def _host_up(h: LabHost) -> None:
     _ip("-n", h.netns, "addr", "add", f"{h.address}/24", "dev", "br-lan")
     _ip("-n", h.netns, "link", "set", "br-lan", "up")
     _ip("-n", h.netns, "link", "set", "lo", "up")
+    _ip("-n", LAN_NS, "link", "add", f"mgmt-{h.key}", "type", "veth", "peer", "name", "mgmt0",
+        "netns", h.netns)
+    _ip("-n", LAN_NS, "link", "set", f"mgmt-{h.key}", "master", "br-mgmt", "up")
+    _ip("-n", h.netns, "addr", "add", f"{h.mgmt_address}/24", "dev", "mgmt0")
+    _ip("-n", h.netns, "link", "set", "mgmt0", "up")
 
 
 def down() -> None:
-    """Remove every lab namespace (and with them their links); leaves libvirtd running."""
-    for ns in (CLIENT_NS, *(h.netns for h in HOSTS), LAN_NS):
+    """Stop the hosts' sshd and remove every lab namespace (and with them their links);
+    leaves libvirtd running."""
+    from . import labssh
+    from .rpc import ssh
+    ssh.close_all()   # this process's connections into the lab die with it
+    for h in HOSTS:
+        labssh.stop_sshd(h.key)
+    for ns in (CLIENT_NS, OPS_NS, *(h.netns for h in HOSTS), LAN_NS):
         if ns in namespaces():
             _ip("netns", "del", ns)
 
@@ -135,5 +177,5 @@ def kill_host(agent_pid_file: Path, domain: str) -> None:
 def status() -> dict[str, object]:
     have = namespaces()
     return {"namespaces": {ns: ns in have for ns in
-                           (LAN_NS, CLIENT_NS, *(h.netns for h in HOSTS))},
+                           (LAN_NS, CLIENT_NS, OPS_NS, *(h.netns for h in HOSTS))},
             "root": str(LAB_ROOT)}

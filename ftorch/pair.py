@@ -1,54 +1,28 @@
 """Operations on a pair from the operator's side: up, status, down. Agents do the work."""
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from . import lab
 from .config import PairConfig
-from .control import call
 from .errors import AgentUnreachable, FtorchError
-from .layout import domain_name, paths
-from .prepare import fresh_host_dir
-from .sharedlock import SharedLock
-from .virt import Host, check_emulator
+from .horizon import LEVEL_INSTRUCTIONS
+from .layout import domain_name
+from .prepare import image_files
+from .rpc.hosts import Hosts, pair_dir
+from .wait import wait_for
 
+__all__ = ["agent_call", "try_status", "wait_for", "wait_caught_up", "up", "status", "down",
+           "protected", "live_side"]
 ROLE_OF = {"a": "primary", "b": "backup"}
 
 
-def uses_lab(cfg: PairConfig) -> bool:
-    return any(h.netns for h in cfg.hosts.values())
-
-
 def agent_call(cfg: PairConfig, key: str, cmd: str, timeout: float = 10.0, **args: Any) -> dict:
-    return call(paths(cfg, key).control, cmd, timeout=timeout, **args)
+    return Hosts(cfg).agent(key, cmd, timeout=timeout, **args)
 
 
 def try_status(cfg: PairConfig, key: str) -> dict[str, Any]:
     """An agent's status, or a stand-in saying why it is unreachable."""
-    try:
-        return agent_call(cfg, key, "status", timeout=5)
-    except AgentUnreachable as e:
-        return {"host": key, "role": "unreachable", "error": str(e)}
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise FtorchError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-
-
-# A backup fewer instructions than this behind what it received has no backlog to speak of
-# (it is held 10k instructions behind, and a busy guest runs ~2M between its 10 ms steps).
-LEVEL_INSTRUCTIONS = 20_000_000
+    return Hosts(cfg).status(key)
 
 
 def wait_caught_up(cfg: PairConfig, timeout: float, max_behind: int = LEVEL_INSTRUCTIONS,
@@ -71,59 +45,35 @@ def wait_caught_up(cfg: PairConfig, timeout: float, max_behind: int = LEVEL_INST
                                  "instructions behind what it received)")
 
 
-def spawn_agent(cfg: PairConfig, key: str, role: str, mode: str = "protected") -> None:
-    host = cfg.host(key)
-    cmd = [sys.executable, "-m", "ftorch", "agent", "run", cfg.source, "--host", key, "--role", role,
-           "--mode", mode]
-    if host.netns:
-        cmd = ["ip", "netns", "exec", host.netns, *cmd]
-    log = open(paths(cfg, key).agent_log, "ab")
-    subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
 def _reachable(cfg: PairConfig, key: str) -> bool:
-    try:
-        agent_call(cfg, key, "status", timeout=2)
-        return True
-    except (AgentUnreachable, FtorchError):
-        return False
+    return try_status(cfg, key).get("role") != "unreachable"
 
 
 def up(cfg: PairConfig, wait: bool, timeout: float, mode: str = "protected") -> None:
-    """Start host A as primary and host B as backup, with fresh disks and logs.
+    """Start host A as primary and host B as backup, with fresh disks and logs, over SSH.
 
     mode unprotected or plain: host A only (no backup)."""
-    if uses_lab(cfg):
-        lab.up()
-    host = Host()
-    for key in ("a", "b") if mode == "protected" else ("a",):
-        check_emulator(cfg.host(key).emulator, key)
-    for key in ("a", "b"):
-        if _reachable(cfg, key) or host.lookup(domain_name(cfg, key)):
-            raise FtorchError(f"pair {cfg.pair} is already running on host {key}: "
-                              f"`ftorch down {cfg.source}` first")
-    _reset_ownership(cfg)
+    hosts = Hosts(cfg)
     keys = ("b", "a") if mode == "protected" else ("a",)  # the backup listens first
     for key in keys:
-        fresh_host_dir(cfg, key)
-        spawn_agent(cfg, key, ROLE_OF[key], mode)
+        hosts(key).check_emulator(cfg.host(key).emulator)
+    for key in ("a", "b"):
+        found = hosts(key).probe(pair_dir(cfg, key), domain_name(cfg, key))
+        if found.agent or found.domain:
+            raise FtorchError(f"pair {cfg.pair} is already running on host {key}: "
+                              f"`ftorch down {cfg.source}` first")
+    # a new run of the pair: host A owns generation 1 (safe: nothing of it runs, see above)
+    hosts("a").reset_ownership(cfg.shared_dir, cfg.pair)
+    files = image_files(cfg)
+    for key in keys:
+        where = pair_dir(cfg, key)
+        hosts(key).prepare_pair(where, files, cfg.text)
+        hosts(key).start_agent(where, key, ROLE_OF[key], mode)
         wait_for(lambda k=key: _reachable(cfg, k), 30, f"the agent on host {key} "
-                 f"(see {paths(cfg, key).agent_log})")
+                 f"(see {where}/agent.log there)")
     if wait and mode == "protected":
         wait_for(lambda: try_status(cfg, "b").get("guest") in ("running", "paused"), timeout,
                  "the backup to start replaying")
-
-
-def _reset_ownership(cfg: PairConfig) -> None:
-    """A new run of the pair: host A owns generation 1. Safe only because `up` refused above
-    if any agent or domain of the pair still runs."""
-    lock = SharedLock(Path(cfg.shared_dir), cfg.pair)
-    if lock.dir.exists():
-        shutil.rmtree(lock.dir)
-    lock.init()
-    if lock.claim(1, "a", "ftorch up") is None:
-        raise FtorchError(f"could not claim generation 1 in {lock.dir}: another `ftorch up`?")
 
 
 def status(cfg: PairConfig) -> dict[str, Any]:
@@ -162,11 +112,18 @@ def down(cfg: PairConfig, timeout: float, force: bool) -> dict[str, Any]:
         result["backup"] = done
         result["primary"] = {"host": primary, **try_status(cfg, primary)}
     order = (cfg.peer(primary), primary) if primary else ("b", "a")
+    unreachable = []
     for key in order:  # the backup first: it must not take a quitting primary for dead
         try:
             agent_call(cfg, key, "quit", timeout=5)
         except (AgentUnreachable, FtorchError):
             pass
         wait_for(lambda k=key: not _reachable(cfg, k), 30, f"the agent on host {key} to quit")
-        Host().destroy(domain_name(cfg, key))  # idempotent: also when the agent was gone
+        try:  # idempotent: also when the agent was gone
+            Hosts(cfg)(key).destroy_domain(domain_name(cfg, key))
+        except AgentUnreachable as e:
+            unreachable.append(e)
+    if unreachable:
+        raise AgentUnreachable(f"{unreachable[0]}: the pair's guest there may still run; "
+                               "run `ftorch down --force` again once it answers")
     return result

@@ -17,7 +17,6 @@ guest is never harmed.
 from __future__ import annotations
 
 import logging
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -26,12 +25,13 @@ from dataclasses import asdict, dataclass, replace
 from .clone import clone
 from .config import PairConfig
 from .errors import FtorchError
-from .imagecopy import allocated, copy_image
+from .horizon import LEVEL_INSTRUCTIONS
 from .layout import paths
-from .pair import LEVEL_INSTRUCTIONS, agent_call, spawn_agent, try_status, wait_for
-from .prepare import fresh_host_dir, qemu_ids
+from .prepare import BOOT_FILES
 from .primary import Primary
+from .rpc.hosts import Hosts, pair_dir
 from .snaprepair import write_section
+from .wait import wait_for
 
 log = logging.getLogger("ftorch.protect")
 PASS_TIMEOUT_S = 180.0
@@ -58,12 +58,18 @@ class ProtectResult:
     pause_steps: dict[str, float]   # the pause by step (clone.py)
     copy_s: float
     passed_s: float          # from the clone until the backup passed the snapshot's count
-    image_bytes: int
+    image_bytes: int         # data sent to the peer (the image's holes are not sent)
+    image_sha256: str        # of the image's data, checked on the peer after the copy
 
 
 def peer_free(cfg: PairConfig, me: str) -> bool:
-    """Can the peer host take a backup: no agent of this pair answers there."""
-    return try_status(cfg, cfg.peer(me)).get("role") == "unreachable"
+    """Can the peer host take a backup: it answers over SSH and no agent of this pair runs
+    there (a host we cannot reach is not free: it may still run the pair)."""
+    peer = cfg.peer(me)
+    try:
+        return not Hosts(cfg, me)(peer).probe(pair_dir(cfg, peer), "").agent
+    except FtorchError:
+        return False
 
 
 def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
@@ -74,10 +80,14 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
 
     The clone restarts the recorder: `swap` receives the new `Primary` (also on failure)."""
     peer = cfg.peer(me)
+    hosts = Hosts(cfg, me)
+    there = pair_dir(cfg, peer)
     if not peer_free(cfg, me):
-        raise ProtectError(f"host {peer} already runs an agent for pair {cfg.pair}")
+        raise ProtectError(f"host {peer} cannot take a backup: it runs an agent for pair "
+                           f"{cfg.pair} or does not answer over SSH")
     tag = f"ftorch-clone-{generation or 0}-{int(time.time())}"
-    staging = paths(cfg, me).root / "clone.qcow2"
+    here = paths(cfg, me)
+    staging = here.root / "clone.qcow2"
     info = None
     current = [primary]
 
@@ -86,26 +96,27 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
         swap(new)
 
     try:
-        fresh_host_dir(cfg, peer, with_disk=False)
-        spawn_agent(cfg, peer, "standby")
-        wait_for(lambda: try_status(cfg, peer).get("role") == "standby", 60,
-                 f"the standby agent on host {peer} (see {paths(cfg, peer).agent_log})")
+        hosts(peer).prepare_pair(there, {n: here.root / n for n in BOOT_FILES},
+                                 (here.root / "pair.yaml").read_text())
+        hosts(peer).start_agent(there, peer, "standby")
+        wait_for(lambda: hosts.status(peer).get("role") == "standby", 60,
+                 f"the standby agent on host {peer} (see {there}/agent.log there)")
         info = clone(current[0], tag, staging, timeout=30, swap=swapped)
         t0 = time.monotonic()
-        agent_call(cfg, peer, "begin", timeout=30, offset=info.offset, icount=info.icount,
-                   block=info.block, tag=tag)
+        hosts.agent(peer, "begin", timeout=30, offset=info.offset, icount=info.icount,
+                    block=info.block, tag=tag)
         current[0].protect()
-        dst = paths(cfg, peer).disk
-        copy_image(str(staging), str(dst), progress, what="the clone on the backup host")
-        shutil.chown(dst, *qemu_ids())
         if fault:
-            spoil(str(dst), tag, fault)
+            spoil(str(staging), tag, fault)
+        sent = hosts(peer).send_image(str(staging), f"{there}/{paths(cfg, peer).disk.name}",
+                                      progress, what="the clone")
+        hosts(peer).request("own", paths=[f"{there}/{paths(cfg, peer).disk.name}"])
         copy_s = time.monotonic() - t0
-        agent_call(cfg, peer, "disk-ready", timeout=30)
-        _wait_passed(cfg, peer, info.icount)
-        agent_call(cfg, peer, "arm", timeout=10)
+        hosts.agent(peer, "disk-ready", timeout=30)
+        _wait_passed(hosts, peer, info.icount)
+        hosts.agent(peer, "arm", timeout=10)
     except (FtorchError, OSError) as e:
-        _roll_back(cfg, peer, current[0])
+        _roll_back(hosts, peer, current[0])
         err = e if isinstance(e, ProtectError) else ProtectError(
             f"protecting pair {cfg.pair} on host {peer} failed: {e}; the guest runs on unprotected")
         err.pause_s = info.pause_s if info else None
@@ -113,7 +124,7 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
     finally:
         staging.unlink(missing_ok=True)
     res = ProtectResult(peer, tag, info.offset, info.icount, info.pause_s, info.steps, copy_s,
-                        time.monotonic() - t0 + info.pause_s, allocated(str(dst)))
+                        time.monotonic() - t0 + info.pause_s, sent.data_bytes, sent.sha256)
     log.info("protected by host %s: %s", peer, asdict(res))
     return res
 
@@ -132,7 +143,7 @@ def spoil(image: str, tag: str, fault: str) -> None:
         raise ProtectError(f"unknown clone fault {fault!r}; known: {', '.join(FAULTS)}")
 
 
-def _wait_passed(cfg: PairConfig, peer: str, icount: int) -> None:
+def _wait_passed(hosts: Hosts, peer: str, icount: int) -> None:
     """Wait until the clone's backup has replayed past the snapshot by a margin and is level
     with what it has received; fail fast if it sits at one count while its log grows (a clone
     that does not replay)."""
@@ -140,7 +151,7 @@ def _wait_passed(cfg: PairConfig, peer: str, icount: int) -> None:
     goal = icount + PASS_MARGIN
     last, since = -1, time.monotonic()
     while True:
-        st = try_status(cfg, peer)
+        st = hosts.status(peer)
         error = st.get("start_error") or st.get("replay_error")
         if error:
             raise ProtectError(f"the backup on host {peer} failed: {error}")
@@ -166,11 +177,11 @@ def _wait_passed(cfg: PairConfig, peer: str, icount: int) -> None:
         time.sleep(0.25)
 
 
-def _roll_back(cfg: PairConfig, peer: str, primary: Primary) -> None:
+def _roll_back(hosts: Hosts, peer: str, primary: Primary) -> None:
     primary.unprotect()
     try:
-        agent_call(cfg, peer, "quit", timeout=10)
-        wait_for(lambda: try_status(cfg, peer).get("role") == "unreachable", 60,
+        hosts.agent(peer, "quit", timeout=10)
+        wait_for(lambda: hosts.status(peer).get("role") == "unreachable", 60,
                  f"the agent on host {peer} to quit")
     except FtorchError as e:
         log.warning("stopping the agent on host %s: %s", peer, e)

@@ -60,6 +60,7 @@ def main() -> int:
     console.rule("ftorch demo")
     console.print("starting the lab (hosts A and B, a client, a LAN bridge) and the pair…")
     pair.down(cfg, timeout=10, force=True)
+    lab.up()  # idempotent; `ftorch up` needs the lab's sshd
     pair.up(cfg, wait=True, timeout=300)
     console.print("primary recording on host A, backup replaying on host B. The guest boots "
                   "(TCG, ~20 s); the backup replays the boot backlog and catches up…")

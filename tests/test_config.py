@@ -18,6 +18,21 @@ def test_example_config_loads():
     cfg = load(EXAMPLE)
     assert cfg.pair == "demo" and cfg.host("b").address == "10.77.0.2"
     assert cfg.peer("a") == "b" and cfg.channel.port == 7400
+    assert cfg.host("b").ssh_address == "10.77.1.2" and cfg.host("b").ssh.user == "root"
+    assert not cfg.debug.faults and "pair: demo" in cfg.text
+
+
+def test_two_real_hosts_example_loads():
+    cfg = load(EXAMPLE.with_name("two-hosts.yaml"))
+    assert cfg.host("a").ssh_address == "198.51.100.11" and cfg.host("a").address == "192.0.2.11"
+    assert cfg.ssh.netns == "" and cfg.ssh.agent_identity.startswith("/")
+
+
+def test_ssh_defaults_to_the_lan_address():
+    data = base()
+    del data["hosts"]["a"]["ssh"]
+    h = parse(data).host("a")
+    assert h.ssh_address == h.address and (h.ssh.port, h.ssh.user) == (22, "root")
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -35,6 +50,12 @@ def test_example_config_loads():
     (lambda d: d.update(pair="Demo Pair"), r"^pair: 'Demo Pair' must be lowercase"),
     (lambda d: d.update(extra=1), r"^extra: unknown top-level field"),
     (lambda d: d["replay"].update(margin_instructions=-5), r"replay\.margin_instructions: must be positive"),
+    (lambda d: d["hosts"]["a"]["ssh"].update(port=0), r"hosts\.a\.ssh\.port: 0 is not a TCP port"),
+    (lambda d: d["hosts"]["a"]["ssh"].update(address="mgmt-a"), r"hosts\.a\.ssh\.address: 'mgmt-a'"),
+    (lambda d: d["hosts"]["b"].update(ssh="root@b"), r"hosts\.b\.ssh: expected a mapping"),
+    (lambda d: d["hosts"]["b"]["ssh"].update(key="k"), r"hosts\.b\.ssh\.key: unknown field"),
+    (lambda d: d["ssh"].update(connect_timeout_s=0), r"ssh\.connect_timeout_s: must be positive"),
+    (lambda d: d.update(debug={"faults": "yes"}), r"debug\.faults: expected true or false"),
 ])
 def test_config_errors_name_the_field(mutate, message):
     data = base()

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ftorch import lab
+from ftorch import lab, labssh
 from ftorch.config import PairConfig, load
 from ftorch.layout import domain_name
 from ftorch.virt import Host
@@ -36,7 +36,9 @@ def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float 
 
 
 def ftorch(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    p = subprocess.run([*FTORCH, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    """The CLI as an operator runs it: every host's folder hidden, hosts reached over SSH."""
+    p = subprocess.run(labssh.operator_command([*FTORCH, *args]), capture_output=True, text=True,
+                       timeout=timeout, cwd=ROOT)
     if check and p.returncode != 0:
         raise AssertionError(f"ftorch {' '.join(args)} exited {p.returncode}: {p.stderr.strip()}")
     return p
@@ -52,6 +54,7 @@ def write_config(tmp: Path, pair: str, **overrides: Any) -> Path:
     data = yaml.safe_load((ROOT / "examples/lab.yaml").read_text())
     data["pair"] = pair
     data["guest"]["image"] = str(build_image())
+    data["debug"] = {"faults": True}
     for section, values in overrides.items():
         data[section].update(values)
     path = tmp / f"{pair}.yaml"
@@ -64,6 +67,7 @@ def running_pair(cfg_path: Path) -> Iterator[PairConfig]:
     """`ftorch up` the pair; afterwards, whatever happened, nothing of it keeps running."""
     cfg = load(cfg_path)
     try:
+        lab.up()
         ftorch("up", str(cfg_path), "--timeout", "240")
         yield cfg
     finally:

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 def unprotected_pair(cfg_path: Path) -> Iterator[PairConfig]:
     cfg = load(cfg_path)
     try:
+        lab.up()
         ftorch("up", str(cfg_path), "--unprotected")
         yield cfg
     finally:
@@ -48,7 +49,8 @@ def test_no_room_on_the_backup_host_rolls_back_and_the_guest_runs_on(tmp_path):
     cfg_path = write_config(tmp_path, "pr", failover={"enabled": True, "reprotect": False})
     host_dir = load(cfg_path).host("b").path
     host_dir.mkdir(parents=True, exist_ok=True)
-    # mounted before the agents start: each runs in a mount namespace of its own (ip netns exec)
+    # mounted before the lab starts host B's sshd, whose mount namespace (and its agent's) is
+    # made then and does not see later mounts
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(host_dir)], check=True)
     try:
         with unprotected_pair(cfg_path):
@@ -75,8 +77,25 @@ def _refused(cfg_path: Path, cause: str) -> None:
     wait_until(lambda: side(cfg_path, "b")["role"] == "unreachable", 60, "the standby to quit")
 
 
+def _versioned_emulator(host_dir: Path) -> tuple[Path, Path]:
+    """An emulator on the host that answers `--version` as QEMU 9.2.4 while a marker file
+    exists there, and is the real QEMU otherwise (libvirt runs it as the domain's emulator)."""
+    host_dir.mkdir(parents=True, exist_ok=True)
+    wrapper, marker = host_dir / "qemu-wrapper", host_dir / "pretend-qemu-9.2"
+    wrapper.write_text(f"""#!/bin/sh
+if [ -e {marker} ]; then echo 'QEMU emulator version 9.2.4 (Debian 1:9.2.4+ds-1)'; exit 0; fi
+exec /usr/bin/qemu-system-x86_64 "$@"
+""")
+    wrapper.chmod(0o755)
+    return wrapper, marker
+
+
 def test_bad_clones_are_refused_then_a_good_one_protects_and_takes_over(tmp_path):
     cfg_path = write_config(tmp_path, "pr", failover={"enabled": True, "reprotect": False})
+    wrapper, marker = _versioned_emulator(load(cfg_path).host("b").path)
+    data = yaml.safe_load(cfg_path.read_text())
+    data["hosts"]["b"]["emulator"] = str(wrapper)
+    cfg_path.write_text(yaml.safe_dump(data))
     with unprotected_pair(cfg_path) as cfg:
         client = Client(tmp_path / "pr.json", duration=900, prefix="p", verify=True)
         wait_until(lambda: side(cfg_path, "a")["gate"]["released"] > 100, 120, "the client to write")
@@ -84,21 +103,18 @@ def test_bad_clones_are_refused_then_a_good_one_protects_and_takes_over(tmp_path
         _refused(cfg_path, "with a VM state")
         ftorch("debug", "clone-fault", str(cfg_path), "mismatched-snapshot")
         _refused(cfg_path, "wrong image")
-        # a QEMU of another version on host B: its agent reads the config when it is spawned
-        fake = tmp_path / "qemu-9.2"
-        fake.write_text("#!/bin/sh\necho 'QEMU emulator version 9.2.4 (Debian 1:9.2.4+ds-1)'\n")
-        fake.chmod(0o755)
-        good = cfg_path.read_text()
-        data = yaml.safe_load(good)
-        data["hosts"]["b"]["emulator"] = str(fake)
-        cfg_path.write_text(yaml.safe_dump(data))
+        marker.touch()   # host B's QEMU is now of another version
         try:
             _refused(cfg_path, "QEMU 9.2.4 is not supported")
         finally:
-            cfg_path.write_text(good)
+            marker.unlink()
 
         res = json.loads(ftorch("protect", str(cfg_path), "--json", timeout=900).stdout)
         assert res["peer"] == "b" and res["pause_s"] < 5
+        # the image went over SSH without its holes and was checked there (send_image)
+        assert len(res["image_sha256"]) == 64 and res["image_bytes"] > 1 << 20
+        assert paths(cfg, "b").disk.stat().st_blocks * 512 <= res["image_bytes"] + (16 << 20), \
+            "the copy on host B occupies more than the data sent: its holes were filled"
         p, b = protected_by(cfg_path, "a")
         assert b["start_icount"] == res["icount"]
         pair.wait_caught_up(cfg, timeout=300)

@@ -1,0 +1,57 @@
+"""The pair's hosts as seen from one side: the operator's machine, or one host's agent.
+
+The operator connects with its own key and known_hosts; an agent with the key and known_hosts
+kept in its host's folder (they reach the peer for re-protection). Both get the same requests.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..config import PairConfig
+from ..errors import AgentUnreachable
+from .ssh import Endpoint, connect
+from .transport import HostTransport
+
+
+def pair_dir(cfg: PairConfig, key: str) -> str:
+    """The pair's folder on host `key`, as that host sees it."""
+    return str(cfg.host(key).path / cfg.pair)
+
+
+def endpoint(cfg: PairConfig, key: str, me: str | None = None) -> Endpoint:
+    """How to reach host `key`: from the operator's machine (me None) or from host `me`."""
+    h = cfg.host(key)
+    if me is None:
+        identity = os.path.expanduser(cfg.ssh.identity)
+        known = os.path.expanduser(cfg.ssh.known_hosts)
+        netns = cfg.ssh.netns
+    else:
+        home = cfg.host(me).path
+        identity = str(home / cfg.ssh.agent_identity)
+        known = str(home / cfg.ssh.agent_known_hosts)
+        netns = ""   # an agent is already on its host's networks
+    return Endpoint(key, h.ssh_address, h.ssh.port, h.ssh.user, identity, known,
+                    cfg.ssh.connect_timeout_s, netns)
+
+
+class Hosts:
+    """The two hosts of a pair from one side; `me` None is the operator."""
+
+    def __init__(self, cfg: PairConfig, me: str | None = None) -> None:
+        self.cfg = cfg
+        self.me = me
+
+    def __call__(self, key: str) -> HostTransport:
+        return connect(endpoint(self.cfg, key, self.me))
+
+    def agent(self, key: str, cmd: str, timeout: float = 10.0, **args: Any) -> dict[str, Any]:
+        """One command to the pair's agent on host `key`."""
+        return self(key).call_agent(pair_dir(self.cfg, key), cmd, timeout=timeout, **args)
+
+    def status(self, key: str) -> dict[str, Any]:
+        """The agent's status, or a stand-in saying in one line why it does not answer."""
+        try:
+            return self.agent(key, "status", timeout=5)
+        except AgentUnreachable as e:
+            return {"host": key, "role": "unreachable", "error": str(e)}

@@ -1,0 +1,16 @@
+"""Waiting on a condition with a deadline, the one way every operation waits."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .errors import FtorchError
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
+    """Poll cond until it holds; raise FtorchError naming `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise FtorchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
