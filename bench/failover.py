@@ -14,9 +14,10 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from ftorch import lab, pair
 from ftorch.config import load
-from ftorch.layout import domain_name, paths
+from ftorch.host import lab
+from ftorch.host.layout import domain_name, paths
+from ftorch.ops import pair
 from ftorch.stats import summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ def one_run(cfg_path: Path, tmp: Path, i: int) -> dict:
         out = tmp / f"failover{i}.json"
         released = _released(cfg)
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", lab.CLIENT_NS, sys.executable, "-m", "ftorch.kvclient",
+            ["ip", "netns", "exec", lab.CLIENT_NS, sys.executable, str(ROOT / "tools/kvclient.py"),
              "--duration", str(CLIENT_S), "--verify", "--out", str(out)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         pair.wait_for(lambda: _released(cfg) > released + KILL_AFTER, 90, "the client to write")

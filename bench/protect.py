@@ -15,10 +15,11 @@ from pathlib import Path
 import yaml
 from rich.progress import Progress
 
-from ftorch import lab, pair
 from ftorch.config import load
 from ftorch.errors import FtorchError
-from ftorch.layout import domain_name, paths
+from ftorch.host import lab
+from ftorch.host.layout import domain_name, paths
+from ftorch.ops import pair
 from ftorch.stats import summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def _config(tmp: Path, base: Path, reprotect: bool) -> Path:
 
 def _client(tmp: Path, name: str, duration: float) -> subprocess.Popen:
     return subprocess.Popen(
-        ["ip", "netns", "exec", lab.CLIENT_NS, sys.executable, "-m", "ftorch.kvclient",
+        ["ip", "netns", "exec", lab.CLIENT_NS, sys.executable, str(ROOT / "tools/kvclient.py"),
          "--duration", str(duration), "--out", str(tmp / f"{name}.json")],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

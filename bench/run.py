@@ -26,9 +26,10 @@ import yaml
 from rich.console import Console
 from rich.progress import Progress
 
-from ftorch import lab, pair
 from ftorch.config import load
-from ftorch.layout import paths
+from ftorch.host import lab
+from ftorch.host.layout import paths
+from ftorch.ops import pair
 from ftorch.stats import summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +78,7 @@ def config(tmp: Path, name: str, **replay: int) -> Path:
 
 
 def client(duration: float, out: Path, wait: float = 180) -> dict:
-    subprocess.run(["ip", "netns", "exec", lab.CLIENT_NS, sys.executable, "-m", "ftorch.kvclient",
+    subprocess.run(["ip", "netns", "exec", lab.CLIENT_NS, sys.executable, str(ROOT / "tools/kvclient.py"),
                     "--duration", str(duration), "--wait", str(wait), "--out", str(out)],
                    check=False, capture_output=True, cwd=ROOT)
     return json.loads(out.read_text())

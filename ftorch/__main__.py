@@ -1,3 +1,3 @@
-from .cli import main
+from ftorch.ops.cli import main
 
 main()

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from ftorch.errors import ConfigError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 MAC_RE = re.compile(r"^52:54:00(:[0-9a-f]{2}){3}$")
@@ -29,6 +29,7 @@ class HostConfig:
     dir: str = ""         # this host's local disk, as this host sees it: images, logs, sockets
     # the QEMU this host runs the guest with; both hosts must run the same version
     emulator: str = "/usr/bin/qemu-system-x86_64"
+    tap: str = "ftap0"    # the tap device on the guest's LAN that the guest's NIC is bridged to
     ssh: HostSsh = field(default_factory=HostSsh)
 
     @property

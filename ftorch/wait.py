@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .errors import FtorchError
+from ftorch.errors import FtorchError
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:

@@ -16,9 +16,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from ftorch import lab, pair
 from ftorch.config import load
-from ftorch.layout import domain_name, paths
+from ftorch.host import lab
+from ftorch.host.layout import domain_name, paths
+from ftorch.ops import pair
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,8 +68,8 @@ def main() -> int:
     with console.status("waiting for the backup to catch up"):
         pair.wait_caught_up(cfg, timeout=300)
     out = Path("/tmp/ftorch-demo-client.json")
-    client = subprocess.Popen(["ip", "netns", "exec", lab.CLIENT_NS, sys.executable, "-m",
-                               "ftorch.kvclient", "--duration", "900", "--out", str(out),
+    client = subprocess.Popen(["ip", "netns", "exec", lab.CLIENT_NS, sys.executable,
+                               str(ROOT / "tools/kvclient.py"), "--duration", "900", "--out", str(out),
                                "--verify"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     console.print(f"a client writes records over one TCP connection; {WRITE_S} s of replication:")
     start = time.monotonic()

@@ -7,15 +7,13 @@ import time
 
 import pytest
 
-from ftorch.arbiter import (
+from ftorch.arbiter.rules import (
     ArbiterError,
     Ownership,
-    backup_may_release,
     claim_target,
     decode,
-    primary_may_release,
 )
-from ftorch.sharedlock import SharedLock
+from ftorch.arbiter.sharedlock import SharedLock
 
 
 def rec(gen: int, host: str) -> Ownership:
@@ -49,20 +47,6 @@ def test_unknown_owner_or_missing_record_is_not_claimed():
     assert claim_target(None, 4, "b", "a") is None
 
 
-def test_primary_release_needs_newest_generation_and_fresh_confirmation():
-    cur = rec(2, "a")
-    assert primary_may_release("a", 2, cur, confirmed_at=10.0, now=10.5, lease_s=1.0).may_release
-    assert not primary_may_release("a", 2, cur, confirmed_at=10.0, now=11.5, lease_s=1.0).may_release
-    fenced = primary_may_release("a", 2, rec(3, "b"), confirmed_at=10.0, now=10.1, lease_s=1.0)
-    assert not fenced.may_release and "fenced" in fenced.reason
-    assert not primary_may_release("a", 2, None, None, 10.0, 1.0).may_release
-
-
-def test_new_owner_waits_out_the_lease():
-    assert not backup_may_release(won_at=10.0, now=10.4, lease_s=1.0).may_release
-    assert backup_may_release(won_at=10.0, now=11.0, lease_s=1.0).may_release
-
-
 def _race(root: str, host: str, start: float, q) -> None:
     lock = SharedLock(__import__("pathlib").Path(root), "p")
     while time.time() < start:
@@ -93,9 +77,9 @@ def test_generations_grow_and_fence_the_old_owner(tmp_path):
     assert lock.current() is None
     assert lock.claim(1, "a", "up") is not None
     assert lock.claim(1, "b", "late") is None          # the same generation is taken
-    assert lock.confirm(1, "a")
+    assert (lock.current().generation, lock.current().host) == (1, "a")
     assert lock.claim(2, "b", "failover").host == "b"
-    assert not lock.confirm(1, "a") and lock.confirm(2, "b")
+    assert (lock.current().generation, lock.current().host) == (2, "b")
     assert lock.current().generation == 2
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ftorch.feeder import IN_FLIGHT_MAX, Feeder, StreamStart
-from ftorch.logtail import LogTail
-from ftorch.receiver import Receiver
-from ftorch.replaylog import END, HEADER_SIZE, INSTRUCTION, VERSION_BYTES, block_completions
-from ftorch.sender import Sender
+from ftorch.channel.feeder import IN_FLIGHT_MAX, Feeder, StreamStart
+from ftorch.channel.logtail import LogTail
+from ftorch.channel.receiver import Receiver
+from ftorch.channel.sender import Sender
+from ftorch.rr.replaylog import END, HEADER_SIZE, INSTRUCTION, VERSION_BYTES, block_completions
 
 
 def events(n: int, start: int = 0) -> bytes:

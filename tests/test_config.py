@@ -5,7 +5,7 @@ import yaml
 
 from ftorch.config import load, parse
 from ftorch.errors import ConfigError, VersionError
-from ftorch.virt import check_qemu_version
+from ftorch.host.virt import check_qemu_version
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples/lab.yaml"
 
@@ -80,7 +80,7 @@ def test_qemu_version_check():
 
 
 def test_qemu_version_is_read_from_the_hosts_emulator(tmp_path):
-    from ftorch.virt import check_emulator, parse_qemu_version
+    from ftorch.host.virt import check_emulator, parse_qemu_version
     out = "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright"
     assert parse_qemu_version(out) == {"qemu": {"major": 10, "minor": 0, "micro": 2}}
     fake = tmp_path / "qemu-old"

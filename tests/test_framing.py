@@ -1,7 +1,7 @@
 import pytest
 
+from ftorch.channel.framing import HEADER_SIZE, MAX_PAYLOAD, Frame, FrameDecoder, Kind, encode
 from ftorch.errors import FrameError
-from ftorch.framing import HEADER_SIZE, MAX_PAYLOAD, Frame, FrameDecoder, Kind, encode
 
 
 def test_round_trip_in_any_split():

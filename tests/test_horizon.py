@@ -1,4 +1,4 @@
-from ftorch.horizon import Decision, decide, target
+from ftorch.channel.horizon import Decision, decide, target
 
 
 def test_target_keeps_margin_until_final():

@@ -7,7 +7,7 @@ from collections import namedtuple
 
 import pytest
 
-from ftorch.imagecopy import ImageCopyError, allocated, copy_image, data_ranges
+from ftorch.host.imagecopy import ImageCopyError, allocated, copy_image, data_ranges
 
 MiB = 1 << 20
 

@@ -3,9 +3,9 @@ import time
 
 import pytest
 
+from ftorch.channel.logtail import LogTail
 from ftorch.errors import LogFormatError
-from ftorch.logtail import LogTail
-from ftorch.replaylog import HEADER_SIZE, INSTRUCTION, block_completions
+from ftorch.rr.replaylog import HEADER_SIZE, INSTRUCTION, block_completions
 
 
 def instr(n: int) -> bytes:

@@ -1,4 +1,4 @@
-from ftorch.outputgate import OutputGate
+from ftorch.gate.outputgate import OutputGate
 
 
 def test_frame_waits_for_the_ack_of_the_log_before_it():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ftorch.errors import LogFormatError
-from ftorch.replaylog import (
+from ftorch.rr.replaylog import (
     ASYNC_NET,
     END,
     HEADER_SIZE,

@@ -1,6 +1,6 @@
 import struct
 
-from ftorch.snaprepair import (
+from ftorch.rr.snapshot import (
     SECTION_FOOTER,
     SECTION_FULL,
     ReplaySection,

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from ftorch.snaprepair import SnapshotRepairError
-from ftorch.timerstate import NOT_ARMED, SETTLE_NS, IcountTimers, decode, encode, find_section
+from ftorch.rr.snapshot import SnapshotRepairError
+from ftorch.rr.timerstate import NOT_ARMED, SETTLE_NS, IcountTimers, decode, encode, find_section
 
 # The `timer` section of a real clone snapshot that stalled (docs/qemu-notes.md, pending warp):
 # a warp pending since 238990294139 ns, its timer 51.7 us past the stopped clock.

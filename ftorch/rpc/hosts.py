@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..config import PairConfig
-from ..errors import AgentUnreachable
-from .ssh import Endpoint, connect
-from .transport import HostTransport
+from ftorch.config import PairConfig
+from ftorch.errors import AgentUnreachable
+from ftorch.rpc.ssh import Endpoint, connect
+from ftorch.rpc.transport import HostTransport
 
 
 def pair_dir(cfg: PairConfig, key: str) -> str:

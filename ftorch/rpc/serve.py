@@ -7,7 +7,6 @@ what it needs.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -55,7 +54,7 @@ def _probe(pair_dir: str, domain: str) -> dict[str, Any]:
         agent = True
     except Refused:
         agent = False
-    from ..virt import Host
+    from ftorch.host.virt import Host
     guest = Host().lookup(domain)
     return {"agent": agent, "domain": guest is not None and guest.is_active()}
 
@@ -74,7 +73,7 @@ def _prepare(pair_dir: str) -> dict[str, Any]:
 
 def _own(paths: list[str]) -> dict[str, Any]:
     """Hand files to the user QEMU runs as under libvirt."""
-    from ..prepare import qemu_ids
+    from ftorch.host.prepare import qemu_ids
     uid, gid = qemu_ids()
     for p in paths:
         os.chown(p, uid, gid)
@@ -92,13 +91,13 @@ def _start_agent(config: str, key: str, role: str, mode: str, log: str) -> dict[
 
 
 def _destroy_domain(name: str) -> dict[str, Any]:
-    from ..virt import Host
+    from ftorch.host.virt import Host
     return {"destroyed": Host().destroy(name)}
 
 
 def _check_emulator(path: str, host: str) -> dict[str, Any]:
-    from ..errors import VersionError
-    from ..virt import check_emulator
+    from ftorch.errors import VersionError
+    from ftorch.host.virt import check_emulator
     try:
         return {"version": check_emulator(path, host)}
     except VersionError as e:
@@ -107,7 +106,7 @@ def _check_emulator(path: str, host: str) -> dict[str, Any]:
 
 def _reset_ownership(shared_dir: str, pair: str) -> dict[str, Any]:
     """A new run of the pair: host A owns generation 1 (the caller made sure nothing runs)."""
-    from ..sharedlock import SharedLock
+    from ftorch.arbiter.sharedlock import SharedLock
     lock = SharedLock(Path(shared_dir), pair)
     if lock.dir.exists():
         shutil.rmtree(lock.dir)
@@ -124,20 +123,12 @@ def _free(path: str) -> dict[str, Any]:
 def _digest(path: str, ranges: list[list[int]]) -> dict[str, Any]:
     """sha256 of the given (offset, length) ranges of a file, its size and what it occupies,
     once it is on disk (the copy counts only when durable)."""
-    h = hashlib.sha256()
+    from ftorch.host.imagecopy import digest_ranges
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-        for offset, length in ranges:
-            f.seek(offset)
-            left = length
-            while left:
-                chunk = f.read(min(left, 1 << 20))
-                if not chunk:
-                    raise Refused(f"{path} ends before {offset + length}")
-                h.update(chunk)
-                left -= len(chunk)
+        sha = digest_ranges(f, [(int(o), int(n)) for o, n in ranges])
         st = os.fstat(f.fileno())
-    return {"sha256": h.hexdigest(), "size": st.st_size, "allocated": st.st_blocks * 512}
+    return {"sha256": sha, "size": st.st_size, "allocated": st.st_blocks * 512}
 
 
 OPS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -161,7 +152,7 @@ def handle(raw: bytes) -> dict[str, Any]:
     except (ValueError, TypeError) as e:
         return {"ok": False, "error": f"malformed request: {e}", "kind": "usage", "exit_code": 2}
     except Exception as e:  # noqa: BLE001 - the caller needs an answer, whatever broke here
-        from ..errors import FtorchError
+        from ftorch.errors import FtorchError
         code = e.exit_code if isinstance(e, FtorchError) else 1
         return {"ok": False, "error": str(e) or repr(e), "kind": "failed", "exit_code": code}
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import paramiko
 
-from .transport import HostTransport, HostUnreachable, Progress, RemoteError
+from ftorch.rpc.transport import HostTransport, HostUnreachable, Progress, RemoteError
 
 CLONE_NEWNET = 0x40000000
 REMOTE_COMMAND = "ftorch-host"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import AgentUnreachable, FtorchError, VersionError
-from ..imagecopy import data_ranges
+from ftorch.errors import AgentUnreachable, FtorchError, VersionError
+from ftorch.host.imagecopy import data_ranges, digest_ranges
 
 Progress = Callable[[int, int], None]
 HEADROOM = 16 << 20   # room left free on the far side after an image lands
@@ -47,20 +47,6 @@ class SentImage:
     data_bytes: int   # bytes of data sent (holes are not sent)
     allocated: int    # what the copy occupies on the far side
     sha256: str       # of the data ranges, equal on both sides
-
-
-def local_digest(path: str, ranges: list[tuple[int, int]]) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for offset, length in ranges:
-            f.seek(offset)
-            left = length
-            while left:
-                chunk = f.read(min(left, 1 << 20))
-                h.update(chunk)
-                left -= len(chunk)
-    return h.hexdigest()
 
 
 class HostTransport(ABC):
@@ -150,7 +136,8 @@ class HostTransport(ABC):
         except OSError as e:
             raise ImageSendError(f"sending {what} to {self.label} failed: {e}") from None
         theirs = self.request("digest", timeout=120, path=remote, ranges=ranges)
-        ours = local_digest(local, ranges)
+        with open(local, "rb") as f:
+            ours = digest_ranges(f, ranges)
         if theirs["sha256"] != ours or theirs["size"] != size:
             raise ImageSendError(f"{what} on {self.label} does not match the original "
                                  f"(size {theirs['size']} vs {size})")

@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from ftorch import lab, labssh
 from ftorch.config import PairConfig, load
-from ftorch.layout import domain_name
-from ftorch.virt import Host
+from ftorch.host import lab, labssh
+from ftorch.host.layout import domain_name
+from ftorch.host.virt import Host
 
 ROOT = Path(__file__).resolve().parents[2]
 FTORCH = [sys.executable, "-m", "ftorch"]
@@ -93,7 +93,7 @@ class Client:
 
     def __init__(self, out: Path, duration: float, prefix: str = "k", verify: bool = True) -> None:
         self.out = out
-        cmd = ["ip", "netns", "exec", "ftorch-client", sys.executable, "-m", "ftorch.kvclient",
+        cmd = ["ip", "netns", "exec", "ftorch-client", sys.executable, str(ROOT / "tools/kvclient.py"),
                "--duration", str(duration), "--prefix", prefix, "--out", str(out)]
         self.proc = subprocess.Popen(cmd + (["--verify"] if verify else []), cwd=ROOT,
                                      stderr=subprocess.PIPE, text=True,

@@ -10,10 +10,11 @@ import time
 
 import pytest
 
-from ftorch import lab, pair
-from ftorch.golive import SNAPSHOT
-from ftorch.layout import domain_name, paths
-from ftorch.virt import Host
+from ftorch.agent.golive import SNAPSHOT
+from ftorch.host import lab
+from ftorch.host.layout import domain_name, paths
+from ftorch.host.virt import Host
+from ftorch.ops import pair
 
 from .lab_helpers import Client, ftorch, running_pair, side, status, wait_until, write_config
 

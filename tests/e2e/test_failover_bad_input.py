@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ftorch import lab, pair
-from ftorch.layout import domain_name, paths
+from ftorch.host import lab
+from ftorch.host.layout import domain_name, paths
+from ftorch.ops import pair
 
 from .lab_helpers import Client, running_pair, side, wait_until, write_config
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftorch import lab, labssh
 from ftorch.config import load
+from ftorch.host import lab, labssh
 from ftorch.rpc.hosts import Hosts
 
 from .lab_helpers import ftorch, write_config

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from ftorch import lab
-from ftorch.layout import paths
-from ftorch.replaylog import scan_file
+from ftorch.host import lab
+from ftorch.host.layout import paths
+from ftorch.rr.replaylog import scan_file
 
 from .lab_helpers import Client, ftorch, running_pair, side, wait_until, write_config
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftorch import lab, pair
 from ftorch.config import PairConfig, load
-from ftorch.layout import domain_name, paths
-from ftorch.virt import Host
+from ftorch.host import lab
+from ftorch.host.layout import domain_name, paths
+from ftorch.host.virt import Host
+from ftorch.ops import pair
 
 from .lab_helpers import Client, ftorch, running_pair, side, status, wait_until, write_config
 

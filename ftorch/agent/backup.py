@@ -1,0 +1,154 @@
+"""The backup role: receive the log, feed a replaying QEMU, hold it inside what it has."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from ftorch.channel.feeder import Feeder, StreamStart
+from ftorch.channel.framing import Frame
+from ftorch.channel.receiver import Receiver
+from ftorch.channel.replayer import ReplayController
+from ftorch.config import PairConfig
+from ftorch.errors import FtorchError
+from ftorch.host.layout import domain_name, guest_spec, paths
+from ftorch.host.prepare import qemu_ids
+from ftorch.host.virt import Guest, Host, check_emulator
+from ftorch.rr.domain import Mode, render
+from ftorch.rr.snapshot import read_section, repair
+
+log = logging.getLogger("ftorch.backup")
+
+
+class Backup:
+    def __init__(self, cfg: PairConfig, key: str, host: Host, start: StreamStart | None = None,
+                 loadvm: str | None = None) -> None:
+        """start/loadvm: a clone's backup, replaying from snapshot `loadvm` in its disk image
+        with the stream beginning where the snapshot left the log (`ftorch protect`)."""
+        self.cfg, self.key, self.host = cfg, key, host
+        self.paths = paths(cfg, key)
+        self.guest: Guest | None = None
+        self.controller: ReplayController | None = None
+        self.stamps: deque[tuple[int, float]] = deque()   # for lag: see ReplayController
+        self.loadvm = loadvm
+        self.disk_ready = threading.Event()     # a clone's image is in place
+        if loadvm is None:
+            self.disk_ready.set()
+        self.start_error: str | None = None
+        self._closing = False
+        self.feeder = Feeder(self.paths.fifo, self.paths.spool, *qemu_ids(), start=start)
+        me = cfg.host(key)
+        self.receiver = Receiver((me.address, cfg.channel.port), cfg.pair, self.feeder,
+                                 cfg.channel.timeout_s, self._icount, self._on_data)
+        self._started = threading.Event()
+        self._starter = threading.Thread(target=self._start_when_fed, name="starter", daemon=True)
+
+    def start(self) -> None:
+        log.info("backup for %s (QEMU %s), waiting for the log", self.cfg.pair, self._qemu())
+        self.receiver.start()
+        self._starter.start()
+
+    def _icount(self) -> int:
+        return self.controller.icount if self.controller else 0
+
+    def _on_data(self, frame: Frame) -> None:
+        self.stamps.append((frame.icount, frame.stamp / 1e6))
+
+    def _start_when_fed(self) -> None:
+        """QEMU reads the first event while starting: start it only once there is enough."""
+        margin, f = self.cfg.replay.margin_instructions, self.feeder
+        self.disk_ready.wait()
+        with f.changed:
+            f.changed.wait_for(lambda: f.icount - f.start.icount > 2 * margin or f.final
+                               or f.half_full() or self._closing)
+        if self._closing:
+            return
+        spec = guest_spec(self.cfg, self.key, Mode.REPLAY, loadvm=self.loadvm)
+        try:
+            self.guest = self.host.start(render(spec), paused=True)
+        except FtorchError as e:
+            self.start_error = str(e)
+            log.error("cannot start the replay: %s", e)
+            return
+        self.controller = ReplayController(self.guest, self.feeder, margin,
+                                           self.cfg.replay.break_interval_ms / 1000, self.stamps)
+        self.controller.start()
+        self._started.set()
+        log.info("replaying %s from the stream", spec.name)
+
+    def _qemu(self) -> str:
+        return check_emulator(self.cfg.host(self.key).emulator, self.key)
+
+    def verify_clone(self) -> dict[str, Any]:
+        """The clone's image is in place: check it holds the snapshot this stream starts at, and
+        this host's QEMU, then let the replay start."""
+        assert self.loadvm is not None
+        version = self._qemu()
+        rs = read_section(str(self.paths.disk), self.loadvm)
+        start = self.feeder.start
+        if rs.current_icount != start.icount or rs.file_offset != start.offset:
+            raise FtorchError(f"clone image {self.paths.disk}: snapshot {self.loadvm} is at icount "
+                              f"{rs.current_icount}, offset {rs.file_offset}; the stream starts at "
+                              f"icount {start.icount}, offset {start.offset}: wrong image")
+        if rs != rs.fresh_recording():   # a reader state that would stall the replay
+            repair(str(self.paths.disk), self.loadvm)
+            log.warning("clone snapshot carried replay-reader state; repaired")
+        self.disk_ready.set()
+        return {"qemu": version, "snapshot": self.loadvm, "icount": rs.current_icount}
+
+    def wait_finished(self, timeout: float) -> dict[str, Any]:
+        """Wait until the backup has replayed the whole (ended) log."""
+        deadline = time.monotonic() + timeout
+        self._started.wait(timeout)
+        c = self.controller
+        while c is not None and not c.finished and c.error is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return {"finished": bool(c and c.finished), "icount": c.icount if c else 0,
+                "error": c.error if c else None}
+
+    def close(self) -> None:
+        self._closing = True
+        self.disk_ready.set()   # a starter still waiting for a clone's image ends
+        if self.controller:
+            self.controller.stop()
+        self.receiver.stop()
+        self.host.destroy(domain_name(self.cfg, self.key))
+        self.feeder.close()
+
+    def status(self) -> dict[str, Any]:
+        r, c = self.receiver.stats, self.controller
+        icount = c.icount if c else 0
+        return {
+            "role": "backup",
+            "guest": (c.status if c and not c.error else ("exited" if c else "waiting for log")),
+            "icount": icount, "fed_offset": self.feeder.offset, "fed_icount": self.feeder.icount,
+            "received_offset": self.feeder.received,
+            "received_icount": self.feeder.received_icount,
+            "log_ended": self.feeder.ended, "feed_error": self.feeder.error,
+            "replay_finished": bool(c and c.finished),
+            "replay_error": c.error if c else None,
+            "channel": {"state": r.state, "received_bytes": r.received_bytes,
+                        "acked_offset": self.feeder.received, "connects": r.connects,
+                        "corrupt_frames": r.corrupt_frames, "last_error": r.last_error,
+                        "partial_dropped": r.partial_dropped},
+            "primary_icount": r.primary_icount,
+            "lag_instructions": max(0, r.primary_icount - icount),
+            "lag_seconds": c.lag_seconds() if c else None,
+            "break_hits": c.break_hits if c else 0,
+            "start_icount": self.feeder.start.icount, "start_error": self.start_error,
+        }
+
+
+class Standby:
+    """An agent waiting to become a clone's backup (`begin`): nothing runs yet."""
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def status(self) -> dict[str, Any]:
+        return {"role": "standby"}

@@ -1,0 +1,222 @@
+"""The per-host daemon: runs one role for one pair and answers on its control socket."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+from ftorch.agent.backup import Backup, Standby
+from ftorch.agent.control import ControlServer
+from ftorch.agent.failover import FailoverWatch
+from ftorch.agent.primary import Primary
+from ftorch.agent.protect import FAULTS, peer_free, protect
+from ftorch.arbiter.roles import Role
+from ftorch.channel.feeder import StreamStart
+from ftorch.config import load
+from ftorch.errors import FtorchError
+from ftorch.host.layout import paths
+from ftorch.host.virt import Host
+from ftorch.worker import Worker
+
+log = logging.getLogger("ftorch.agent")
+FAULT_COMMANDS = ("inject", "hold-acks")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class Agent:
+    def __init__(self, config_path: str, key: str, role: str, mode: str = "protected") -> None:
+        self.cfg = load(config_path)
+        self.key = key
+        self.paths = paths(self.cfg, key)
+        self.role: Primary | Backup | Standby = (
+            Primary(self.cfg, key, Host(), mode) if role == "primary"
+            else Standby() if role == "standby" else Backup(self.cfg, key, Host()))
+        self.watch: FailoverWatch | None = None
+        self.done = threading.Event()
+        self.reprotect = Reprotector(self)
+        self.clone_fault: str | None = None   # test hook: spoil the next clone's image
+
+    def _went_live(self, live: Primary) -> None:
+        self.role = live
+
+    def replace_primary(self, new: Primary) -> None:
+        """A clone restarted the recorder: the new one is the role (and what the watch sees)."""
+        self.role = new
+        if self.watch is not None:
+            self.watch.subject = new
+
+    def arm(self) -> None:
+        """Start (again) watching the peer, if failover is on."""
+        if self.cfg.failover.enabled:
+            if self.watch is not None:
+                self.watch.stop(timeout=1)
+            self.watch = FailoverWatch(self.role, self._went_live)
+            self.watch.start()
+
+    def _clone_command(self, cmd: str, req: dict[str, Any]) -> dict[str, Any] | None:
+        """Commands of re-protection (protect.py); None if cmd is not one of them."""
+        if cmd == "protect" and isinstance(self.role, Primary):
+            return self.reprotect.run_once()
+        if cmd == "begin" and isinstance(self.role, Standby):
+            start = StreamStart(int(req["offset"]), int(req["icount"]), int(req["block"]))
+            backup = Backup(self.cfg, self.key, Host(), start, loadvm=str(req["tag"]))
+            backup.start()
+            self.role = backup
+            return {"listening": True}
+        if cmd == "disk-ready" and isinstance(self.role, Backup):
+            return self.role.verify_clone()
+        if cmd == "arm" and isinstance(self.role, Backup):
+            self.arm()
+            return {"armed": self.watch is not None}
+        return None
+
+    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req.get("cmd")
+        if cmd in FAULT_COMMANDS and not self.cfg.debug.faults:
+            raise FtorchError(f"{cmd}: fault injection is off for pair {self.cfg.pair} "
+                              "(debug.faults in the config, for tests only)")
+        if cmd == "status":
+            st = {"host": self.key, "pair": self.cfg.pair, "pid": os.getpid(), **self.role.status()}
+            if self.reprotect.last:
+                st["reprotect"] = self.reprotect.last
+            if self.watch is not None:
+                st["failover"] = self.watch.status()
+                if self.watch.role in (Role.LIVE_ALONE, Role.FENCED, Role.HANDED_OVER):
+                    st["role"] = str(self.watch.role)
+            return st
+        if cmd == "stop-guest" and isinstance(self.role, Primary):
+            return self.role.stop_guest()
+        if cmd == "wait-finished" and isinstance(self.role, Backup):
+            return self.role.wait_finished(float(req.get("timeout_", 60)))
+        if cmd == "inject" and req.get("what") == "clone-fault":
+            if req.get("fault") not in FAULTS:
+                raise FtorchError(f"unknown clone fault {req.get('fault')!r}; known: "
+                                  f"{', '.join(FAULTS)}")
+            self.clone_fault = str(req["fault"])
+            return {"injected": self.clone_fault}
+        if cmd == "inject" and isinstance(self.role, Primary) and req.get("what") == "corrupt-frame":
+            self.role.sender.corrupt_next.set()
+            return {"injected": "corrupt-frame"}
+        if cmd == "inject" and isinstance(self.role, Primary) and req.get("what") == "truncate-frame":
+            sender = self.role.sender
+            sender.truncate_next.set()
+            deadline = time.monotonic() + 30
+            while sender.truncated is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if sender.truncated is None:
+                raise FtorchError("truncate-frame: no DATA frame was sent within 30 s")
+            return {"injected": "truncate-frame", **sender.truncated}
+        if cmd == "hold-acks" and isinstance(self.role, Backup):
+            (self.role.receiver.hold_acks.set if req.get("on") else self.role.receiver.hold_acks.clear)()
+            return {"hold_acks": bool(req.get("on"))}
+        if cmd in ("handover", "take-over", "resume"):
+            if self.watch is None:
+                raise FtorchError(f"{cmd}: failover is disabled for pair {self.cfg.pair} "
+                                  "(failover.enabled in the config)")
+            timeout = float(req.get("timeout_", 60))
+            if cmd == "handover":
+                return self.watch.handover(timeout)
+            return self.watch.take_over(timeout) if cmd == "take-over" else self.watch.resume()
+        reply = self._clone_command(cmd, req)
+        if reply is not None:
+            return reply
+        if cmd == "quit":
+            if self.watch is not None:
+                self.watch.halt()  # an operator stop never fails over
+            self.done.set()
+            return {"quitting": True}
+        raise FtorchError(f"unknown command {cmd!r} for a {type(self.role).__name__.lower()} agent")
+
+    def run(self) -> int:
+        server = ControlServer(self.paths.control, self.handle)
+        signal.signal(signal.SIGTERM, lambda *_: self.done.set())
+        try:
+            self.role.start()
+            if isinstance(self.role, Backup) or (isinstance(self.role, Primary)
+                                                 and self.role.mode == "protected"):
+                self.arm()
+            self.reprotect.start()
+            self.paths.pid.write_text(f"{os.getpid()}\n")
+            log.info("agent for %s on host %s is up as %s", self.cfg.pair, self.key,
+                     type(self.role).__name__.lower())
+            self.done.wait()
+            return 0
+        except FtorchError as e:
+            log.error("%s", e)
+            return e.exit_code
+        finally:
+            self.reprotect.stop(timeout=1)
+            if self.watch is not None:
+                self.watch.stop(timeout=1)
+            self.role.close()
+            server.close()
+            log.info("agent for %s on host %s stopped", self.cfg.pair, self.key)
+
+
+class Reprotector(Worker):
+    """Protect the guest again when it runs alone and the peer host can take a backup: after a
+    failover (failover.reprotect on), and for `ftorch protect`."""
+
+    thread_name = "reprotect"
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.last: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def _alone(self) -> bool:
+        a = self.agent
+        if not isinstance(a.role, Primary) or a.role.mode != "unprotected":
+            return False
+        return a.watch is None or a.watch.role == Role.LIVE_ALONE
+
+    def run_once(self) -> dict[str, Any]:
+        a = self.agent
+        if not self._lock.acquire(blocking=False):
+            raise FtorchError("protect: a protection attempt is already running")
+        try:
+            if not self._alone():
+                raise FtorchError(f"protect: host {a.key} is not running the guest alone")
+            assert isinstance(a.role, Primary)
+            gen = a.watch.generation if a.watch else None
+            fault, a.clone_fault = a.clone_fault, None
+            res = asdict(protect(a.cfg, a.key, a.role, gen, swap=a.replace_primary, fault=fault))
+            a.arm()
+            self.last = {"ok": True, **res}
+            return res
+        except FtorchError as e:
+            self.last = {"ok": False, "error": str(e), "at": time.time(),
+                         "pause_s": getattr(e, "pause_s", None)}
+            raise
+        finally:
+            self._lock.release()
+
+    def _run(self) -> None:
+        cfg, a = self.agent.cfg, self.agent
+        while not self._stop.wait(cfg.failover.reprotect_interval_s):
+            # only after a failover: a guest started unprotected on purpose stays so
+            after_failover = a.watch is not None and a.watch.role == Role.LIVE_ALONE
+            if not cfg.failover.reprotect or not after_failover or not self._alone():
+                continue
+            if not peer_free(cfg, self.agent.key):
+                continue
+            try:
+                self.run_once()
+            except FtorchError as e:
+                log.error("re-protection failed (retrying in %.0f s): %s",
+                          cfg.failover.reprotect_interval_s, e)
+
+
+def main(config_path: str, key: str, role: str, mode: str = "protected") -> int:
+    setup_logging()
+    return Agent(config_path, key, role, mode).run()

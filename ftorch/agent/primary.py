@@ -1,0 +1,164 @@
+"""The primary role: record the guest, bridge its NIC to the LAN, stream its log to the backup."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ftorch.channel.logtail import LogTail
+from ftorch.channel.sender import Sender
+from ftorch.config import PairConfig
+from ftorch.errors import FtorchError
+from ftorch.gate.netbridge import NetBridge
+from ftorch.gate.shim import build as build_shim
+from ftorch.host.layout import domain_name, guest_spec, paths
+from ftorch.host.virt import Guest, Host, check_emulator
+from ftorch.rr.domain import Mode, render
+from ftorch.stats import summary
+
+log = logging.getLogger("ftorch.primary")
+
+
+class Primary:
+    def __init__(self, cfg: PairConfig, key: str, host: Host, mode: str = "protected",
+                 loadvm: str | None = None, base_icount: int = 0) -> None:
+        """mode: protected (record + stream to the backup), unprotected (record only),
+        plain (no record/replay: the benchmarks' baseline). loadvm: start from this snapshot
+        (a go-live) instead of booting; base_icount: the snapshot's instruction count."""
+        self.cfg, self.key, self.host = cfg, key, host
+        self.mode = mode
+        self.loadvm = loadvm
+        self.paths = paths(cfg, key)
+        self.guest: Guest | None = None
+        self.tail = LogTail(str(self.paths.rr_log), cfg.channel.frame_max_bytes, base_icount)
+        self.net = NetBridge(str(self.paths.net_sock), cfg.host(key).tap,
+                             self._log_size if mode != "plain" else None, gated=mode == "protected")
+        self.sender = self._new_sender()
+
+    def _new_sender(self) -> Sender:
+        peer = self.cfg.host(self.cfg.peer(self.key))
+        ch = self.cfg.channel
+        return Sender(self.tail, (peer.address, ch.port), self.cfg.pair, ch.heartbeat_s,
+                      ch.timeout_s, self.net.inbound_times, on_ack=self._on_ack)
+
+    def _log_size(self) -> int:
+        return self.paths.rr_log.stat().st_size
+
+    def _on_ack(self, offset: int) -> None:
+        if self.net.gated is not None:
+            self.net.gated.ack(offset)
+
+    def start(self, paused: bool = False) -> None:
+        version = check_emulator(self.cfg.host(self.key).emulator, self.key)
+        if self.mode == "plain":
+            spec = guest_spec(self.cfg, self.key, Mode.PLAIN)
+        else:
+            shim = str(build_shim()) if self.cfg.replay.flush_us else None  # 0: QEMU's own 4 KiB
+            spec = guest_spec(self.cfg, self.key, Mode.RECORD, shim, self.loadvm)
+            self.tail.start()
+        self.guest = self.host.start(render(spec), paused=paused)
+        log.info("running %s %s (QEMU %s)", spec.name, self.mode, version)
+        self.net.start()
+        if self.mode == "protected":
+            self.sender.start()
+
+    def handover(self, timeout: float) -> dict[str, Any]:
+        """Planned switch, primary's half: pause the guest, end the stream after the last event
+        it recorded, and wait until the backup has acknowledged all of it.
+
+        Output the guest sent before the pause leaves as the backup acknowledges it; anything
+        recorded after the cut is never acknowledged, so never released: the backup, going live
+        at the cut, runs that part again. So the cut need not be exact, only complete events.
+        """
+        assert self.guest is not None
+        paused_at = time.time()
+        self.guest.qmp("stop")
+        # the shim writes QEMU's buffered log every flush_us: let it write what preceded the pause
+        time.sleep(3 * self.cfg.replay.flush_us / 1e6 + 0.002)
+        offset, icount = self.tail.cut_here(timeout)
+        deadline = time.monotonic() + timeout
+        while not self.sender.stats.finished:
+            if time.monotonic() > deadline:
+                raise FtorchError(f"handover: the backup acknowledged the log to offset "
+                                  f"{self.sender.stats.acked_offset} of {offset} in {timeout:.0f} s")
+            time.sleep(0.01)
+        log.info("handed over at offset %d, icount %d", offset, icount)
+        return {"paused_at": paused_at, "offset": offset, "icount": icount}
+
+    def protect(self) -> None:
+        """Stream the log to the (new) backup; output already waits for its acks (clone.py)."""
+        self.sender.stop(timeout=1)
+        self.sender = self._new_sender()
+        self.mode = "protected"
+        self.sender.start()
+
+    def unprotect(self) -> None:
+        """Back to recording alone: the backup is gone or never came up."""
+        self.sender.stop(timeout=1)
+        self.mode = "unprotected"
+        if self.net.gated is not None:
+            self.net.gated.ungate()
+
+    def drop_snapshots(self) -> None:
+        """Delete ftorch's internal snapshots from the guest's image: each holds a full memory
+        image, and every later savevm and clone copy would carry them.
+
+        Only while the guest has not run since it started paused: `delvm` drains the disk, and
+        in record mode a drain with a request in flight deadlocks QEMU 10.0 (its completion
+        waits for the vCPU thread, which waits for the lock the monitor holds)."""
+        assert self.guest is not None
+        try:
+            for name in self.guest.snapshots():
+                if name.startswith("ftorch-"):
+                    self.guest.delvm(name)
+        except FtorchError as e:
+            log.warning("old snapshots stay in %s: %s", self.paths.disk, e)
+
+    def resume_guest(self) -> None:
+        if self.guest is not None:
+            self.guest.qmp("cont")
+
+    def stop_guest(self) -> dict[str, Any]:
+        """Stop QEMU cleanly: it writes END and the header; the backup gets all of the log."""
+        if self.guest is not None and self.guest.is_active():
+            self.guest.stop_gracefully()
+        return {"stopping": domain_name(self.cfg, self.key)}
+
+    def close(self) -> None:
+        """Stop QEMU cleanly if it still runs (so its log is complete), then everything else."""
+        name = domain_name(self.cfg, self.key)
+        if self.guest is not None and self.guest.is_active():
+            self.guest.stop_gracefully()
+            self.host.wait_gone(name, timeout=15)
+        self.sender.stop()
+        self.net.stop()
+        self.tail.stop()
+        self.host.destroy(name)
+
+    def status(self) -> dict[str, Any]:
+        s = self.sender.stats
+        offset, icount = self.tail.head()
+        active = self.guest is not None and self.guest.is_active()
+        if active and self.guest is not None:
+            try:
+                icount = max(icount, self.guest.replay().icount)
+            except Exception:  # the guest may be exiting between the two calls
+                pass
+        g = self.net.gated
+        delays = summary(g.delays) if g else {}
+        return {
+            "role": "primary", "mode": self.mode,
+            "guest": "running" if active else ("ended" if self.tail.ended else "stopped"),
+            "icount": icount, "log_offset": offset, "log_ended": self.tail.ended,
+            "log_error": self.tail.error,
+            "channel": {"state": s.state, "sent_bytes": s.sent_bytes, "sent_offset": s.sent_offset,
+                        "acked_offset": s.acked_offset, "connects": s.connects,
+                        "finished": s.finished},
+            "backup_icount": s.backup_icount,
+            "lag_instructions": max(0, icount - s.backup_icount),
+            "net": {"frames_in": self.net.frames_in, "frames_out": self.net.frames_out},
+            "gate": None if g is None else {
+                "held": g.gate.held, "released": g.gate.released, "open": g.gate.open,
+                "delay_p50": delays["p50"], "delay_p99": delays["p99"]},
+            "staleness_s": summary(s.staleness),
+        }

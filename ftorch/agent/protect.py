@@ -1,0 +1,187 @@
+"""Re-protection: clone the running guest into a new backup on the peer host.
+
+Run by the live side's agent (for `ftorch protect`, and by itself after a failover):
+  1. the peer gets a fresh folder and a standby agent;
+  2. the guest pauses while its recorder restarts from a snapshot and a clone snapshot is taken
+     there with a local copy of the image (clone.py says why); output is gated from the clone's
+     log position on; the guest resumes (the only pause);
+  3. the standby becomes a backup whose stream starts at that position; the primary streams;
+  4. the image copy goes to the peer while the guest runs, after a free-space check;
+  5. the backup checks the snapshot (tag, instruction count) and its QEMU, and replays from it;
+  6. protection counts only once the backup has replayed past the snapshot and is level with
+     what it has received; then
+     both sides arm their failover watch.
+Any failure before 6 puts the primary back to running alone and stops the peer: the running
+guest is never harmed.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+
+from ftorch.agent.clone import clone
+from ftorch.agent.primary import Primary
+from ftorch.channel.horizon import LEVEL_INSTRUCTIONS
+from ftorch.config import PairConfig
+from ftorch.errors import FtorchError
+from ftorch.host.layout import paths
+from ftorch.host.prepare import BOOT_FILES
+from ftorch.rpc.hosts import Hosts, pair_dir
+from ftorch.rr.snapshot import write_section
+from ftorch.wait import wait_for
+
+log = logging.getLogger("ftorch.protect")
+PASS_TIMEOUT_S = 180.0
+# Protection counts once the backup is this far past the snapshot (a clone that does not replay
+# stalls at its first events) and level with what it has received: an idle guest runs ~1M
+# instructions a second, so a margin of 50M kept a pair unprotected for a minute after a failover.
+PASS_MARGIN = 5_000_000
+STALL_S = 20.0               # no progress this long while the log grows: the clone is stuck
+
+
+class ProtectError(FtorchError):
+    """Protection could not be (re)established; the guest runs on unprotected."""
+
+    pause_s: float | None = None   # how long the clone paused the guest, if it got that far
+
+
+@dataclass
+class ProtectResult:
+    peer: str
+    tag: str
+    offset: int
+    icount: int
+    pause_s: float
+    pause_steps: dict[str, float]   # the pause by step (clone.py)
+    copy_s: float
+    passed_s: float          # from the clone until the backup passed the snapshot's count
+    image_bytes: int         # data sent to the peer (the image's holes are not sent)
+    image_sha256: str        # of the image's data, checked on the peer after the copy
+
+
+def peer_free(cfg: PairConfig, me: str) -> bool:
+    """Can the peer host take a backup: it answers over SSH and no agent of this pair runs
+    there (a host we cannot reach is not free: it may still run the pair)."""
+    peer = cfg.peer(me)
+    try:
+        return not Hosts(cfg, me)(peer).probe(pair_dir(cfg, peer), "").agent
+    except FtorchError:
+        return False
+
+
+def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
+            swap: Callable[[Primary], None],
+            progress: Callable[[int, int], None] | None = None,
+            fault: str | None = None) -> ProtectResult:
+    """Clone the running guest of `primary` (on host `me`) into a backup on the peer host.
+
+    The clone restarts the recorder: `swap` receives the new `Primary` (also on failure)."""
+    peer = cfg.peer(me)
+    hosts = Hosts(cfg, me)
+    there = pair_dir(cfg, peer)
+    if not peer_free(cfg, me):
+        raise ProtectError(f"host {peer} cannot take a backup: it runs an agent for pair "
+                           f"{cfg.pair} or does not answer over SSH")
+    tag = f"ftorch-clone-{generation or 0}-{int(time.time())}"
+    here = paths(cfg, me)
+    staging = here.root / "clone.qcow2"
+    info = None
+    current = [primary]
+
+    def swapped(new: Primary) -> None:
+        current[0] = new
+        swap(new)
+
+    try:
+        hosts(peer).prepare_pair(there, {n: here.root / n for n in BOOT_FILES},
+                                 (here.root / "pair.yaml").read_text())
+        hosts(peer).start_agent(there, peer, "standby")
+        wait_for(lambda: hosts.status(peer).get("role") == "standby", 60,
+                 f"the standby agent on host {peer} (see {there}/agent.log there)")
+        info = clone(current[0], tag, staging, timeout=30, swap=swapped)
+        t0 = time.monotonic()
+        hosts.agent(peer, "begin", timeout=30, offset=info.offset, icount=info.icount,
+                    block=info.block, tag=tag)
+        current[0].protect()
+        if fault:
+            spoil(str(staging), tag, fault)
+        sent = hosts(peer).send_image(str(staging), f"{there}/{paths(cfg, peer).disk.name}",
+                                      progress, what="the clone")
+        hosts(peer).request("own", paths=[f"{there}/{paths(cfg, peer).disk.name}"])
+        copy_s = time.monotonic() - t0
+        hosts.agent(peer, "disk-ready", timeout=30)
+        _wait_passed(hosts, peer, info.icount)
+        hosts.agent(peer, "arm", timeout=10)
+    except (FtorchError, OSError) as e:
+        _roll_back(hosts, peer, current[0])
+        err = e if isinstance(e, ProtectError) else ProtectError(
+            f"protecting pair {cfg.pair} on host {peer} failed: {e}; the guest runs on unprotected")
+        err.pause_s = info.pause_s if info else None
+        raise err from None
+    finally:
+        staging.unlink(missing_ok=True)
+    res = ProtectResult(peer, tag, info.offset, info.icount, info.pause_s, info.steps, copy_s,
+                        time.monotonic() - t0 + info.pause_s, sent.data_bytes, sent.sha256)
+    log.info("protected by host %s: %s", peer, asdict(res))
+    return res
+
+
+FAULTS = ("missing-snapshot", "mismatched-snapshot")
+
+
+def spoil(image: str, tag: str, fault: str) -> None:
+    """Test hook (`ftorch debug clone-fault`): make the shipped image a wrong one, as a stale or
+    mixed-up copy would be."""
+    if fault == "missing-snapshot":
+        subprocess.run(["qemu-img", "snapshot", "-d", tag, image], check=True, capture_output=True)
+    elif fault == "mismatched-snapshot":   # the same tag, taken a million instructions later
+        write_section(image, tag, lambda rs: replace(rs, current_icount=rs.current_icount + 10**6))
+    else:
+        raise ProtectError(f"unknown clone fault {fault!r}; known: {', '.join(FAULTS)}")
+
+
+def _wait_passed(hosts: Hosts, peer: str, icount: int) -> None:
+    """Wait until the clone's backup has replayed past the snapshot by a margin and is level
+    with what it has received; fail fast if it sits at one count while its log grows (a clone
+    that does not replay)."""
+    deadline = time.monotonic() + PASS_TIMEOUT_S
+    goal = icount + PASS_MARGIN
+    last, since = -1, time.monotonic()
+    while True:
+        st = hosts.status(peer)
+        error = st.get("start_error") or st.get("replay_error")
+        if error:
+            raise ProtectError(f"the backup on host {peer} failed: {error}")
+        now_icount = st.get("icount") or 0
+        received = st.get("received_icount") or 0
+        if now_icount > goal and received - now_icount < LEVEL_INSTRUCTIONS:
+            return
+        if now_icount != last:
+            last, since = now_icount, time.monotonic()
+        grew = received > goal
+        if grew and time.monotonic() - since > STALL_S and not now_icount:
+            raise ProtectError(f"the backup on host {peer} did not start its replay in "
+                               f"{STALL_S:.0f} s with {st.get('received_icount')} instructions "
+                               f"of log received (see its agent.log)")
+        if grew and time.monotonic() - since > STALL_S:
+            raise ProtectError(f"the clone's replay on host {peer} is stuck at icount {now_icount} "
+                               f"(snapshot at {icount}, {st.get('received_icount')} received): "
+                               "it does not follow the log (see docs/qemu-notes.md, clones)")
+        if time.monotonic() > deadline:
+            raise ProtectError(f"the backup on host {peer} did not replay past the snapshot "
+                               f"(icount {icount}) and catch up with its log in "
+                               f"{PASS_TIMEOUT_S:.0f} s (at {now_icount}, {received} received)")
+        time.sleep(0.25)
+
+
+def _roll_back(hosts: Hosts, peer: str, primary: Primary) -> None:
+    primary.unprotect()
+    try:
+        hosts.agent(peer, "quit", timeout=10)
+        wait_for(lambda: hosts.status(peer).get("role") == "unreachable", 60,
+                 f"the agent on host {peer} to quit")
+    except FtorchError as e:
+        log.warning("stopping the agent on host %s: %s", peer, e)

@@ -1,0 +1,175 @@
+"""Primary side of the logging channel: send complete log events to the backup over TCP.
+
+The backup says where to resume (HELLO); the sender streams chunks from there, heartbeats when
+idle, tracks the acknowledged offset, and reconnects after any failure, resuming from what the
+backup last acknowledged. Once the backup has acknowledged everything up to the stream's end (the
+recording's closing events, or the cut of a planned switch) it sends END and finishes.
+"""
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode, now_us
+from ftorch.channel.logtail import LogTail
+from ftorch.errors import ChannelError, FrameError, LogFormatError
+from ftorch.worker import Worker
+
+log = logging.getLogger("ftorch.sender")
+WINDOW_BYTES = 8 << 20
+
+
+@dataclass
+class SenderStats:
+    state: str = "connecting"
+    sent_bytes: int = 0          # log bytes sent, resends included
+    sent_offset: int = 0
+    acked_offset: int = 0
+    backup_icount: int = 0
+    connects: int = 0
+    last_heard: float = 0.0
+    finished: bool = False
+    staleness: deque[float] = field(default_factory=lambda: deque(maxlen=20000))
+
+
+class Sender(Worker):
+    thread_name = "sender"
+
+    def __init__(self, tail: LogTail, peer: tuple[str, int], pair: str, heartbeat_s: float,
+                 timeout_s: float, inbound_times: dict[bytes, float] | None = None,
+                 on_ack: Callable[[int], None] | None = None) -> None:
+        self.tail = tail
+        self.peer = peer
+        self.pair = pair
+        self.heartbeat_s = heartbeat_s
+        self.timeout_s = timeout_s
+        self.stats = SenderStats()
+        self.inbound_times = inbound_times if inbound_times is not None else {}
+        self.on_ack = on_ack
+        self.corrupt_next = threading.Event()
+        # fault injection: send half of the next DATA frame, then nothing more (a host dying
+        # mid-send); `truncated` then says which frame
+        self.truncate_next = threading.Event()
+        self.truncated: dict[str, int] | None = None
+        super().__init__()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and not self.stats.finished:
+            try:
+                self._session()
+            except (OSError, ChannelError, FrameError, LogFormatError) as e:
+                self.stats.state = "disconnected"
+                log.warning("logging channel to %s:%d: %s; reconnecting", *self.peer, e)
+                self._stop.wait(0.2)
+
+    def _connect(self) -> socket.socket:
+        self.stats.state = "connecting"
+        sock = socket.create_connection(self.peer, timeout=self.timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(self.timeout_s)
+        self.stats.connects += 1
+        return sock
+
+    def _session(self) -> None:
+        sock = self._connect()
+        try:
+            dec = FrameDecoder()
+            hello = self._await_hello(sock, dec)
+            offset = hello.offset
+            if hello.payload.decode(errors="replace") != self.pair:
+                raise ChannelError(f"peer serves pair {hello.payload!r}, not {self.pair!r}")
+            if offset != 12 and self.tail.icount_at(offset) != hello.icount:
+                raise ChannelError(f"backup resumes at offset {offset} with icount {hello.icount}, "
+                                   "which does not match this log: it replays another recording")
+            self._acked(offset)  # what the backup holds is acknowledged, whoever sent it
+            self.stats.state = "streaming"
+            log.info("logging channel up to %s:%d, resuming at offset %d", *self.peer, offset)
+            self._stream(sock, dec, offset)
+        finally:
+            sock.close()
+
+    def _await_hello(self, sock: socket.socket, dec: FrameDecoder) -> Frame:
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                raise ChannelError("backup closed the connection before HELLO")
+            for f in dec.feed(data):
+                if f.kind == Kind.HELLO:
+                    self.stats.last_heard = time.monotonic()
+                    return f
+        raise ChannelError("no HELLO from the backup")
+
+    def _stream(self, sock: socket.socket, dec: FrameDecoder, offset: int) -> None:
+        last_send = time.monotonic()
+        while not self._stop.is_set():
+            self._read_acks(sock, dec)
+            if time.monotonic() - self.stats.last_heard > self.timeout_s:
+                raise ChannelError(f"backup silent for {self.timeout_s:.1f} s")
+            if self.tail.error:
+                raise LogFormatError(self.tail.error)
+            if offset - self.stats.acked_offset < WINDOW_BYTES:
+                chunk = self.tail.chunk_at(offset, timeout=0.002)
+                if chunk is not None:
+                    self._send_chunk(sock, chunk)
+                    offset = chunk.end
+                    last_send = time.monotonic()
+                    continue
+            stream_end = self.tail.stream_end
+            if stream_end is not None and self.stats.acked_offset >= stream_end:
+                off, ic = stream_end, self.tail.icount_at(stream_end)
+                sock.sendall(encode(Frame(Kind.END, off, ic, stamp=now_us())))
+                self.stats.finished = True
+                self.stats.state = "finished"
+                log.info("log ended at offset %d, icount %d; backup has all of it", off, ic)
+                return
+            if time.monotonic() - last_send >= self.heartbeat_s:
+                off, ic = self.tail.head()
+                sock.sendall(encode(Frame(Kind.BEAT, off, ic, stamp=now_us())))
+                last_send = time.monotonic()
+
+    def _send_chunk(self, sock: socket.socket, chunk) -> None:
+        data = encode(Frame(Kind.DATA, chunk.offset, chunk.icount, self.tail.read(chunk),
+                            stamp=int(chunk.read_at * 1e6), block=chunk.block))
+        if self.corrupt_next.is_set():
+            self.corrupt_next.clear()
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])
+            log.warning("fault injection: corrupted the DATA frame at offset %d", chunk.offset)
+        if self.truncate_next.is_set():
+            sock.sendall(data[:len(data) // 2])
+            self.truncated = {"offset": chunk.offset, "icount": self.tail.icount_at(chunk.offset),
+                              "sent": len(data) // 2, "length": len(data)}
+            log.warning("fault injection: sent half of the DATA frame at offset %d; mute from now",
+                        chunk.offset)
+            self._stop.wait()
+            raise ChannelError("muted by fault injection")
+        sock.sendall(data)
+        sent = time.time()
+        for key in chunk.net_keys:
+            t0 = self.inbound_times.pop(key, None)
+            if t0 is not None:
+                self.stats.staleness.append(sent - t0)
+        self.stats.sent_bytes += chunk.length
+        self.stats.sent_offset = chunk.end
+
+    def _read_acks(self, sock: socket.socket, dec: FrameDecoder) -> None:
+        while select.select([sock], [], [], 0)[0]:
+            data = sock.recv(65536)
+            if not data:
+                raise ChannelError("backup closed the connection")
+            for f in dec.feed(data):
+                self.stats.last_heard = time.monotonic()
+                if f.kind == Kind.ACK:
+                    self._acked(f.offset)
+                    self.stats.backup_icount = f.icount
+
+    def _acked(self, offset: int) -> None:
+        self.stats.acked_offset = max(self.stats.acked_offset, offset)
+        if self.on_ack is not None:
+            self.on_ack(self.stats.acked_offset)

@@ -1,0 +1,192 @@
+"""The guest NIC's frames between QEMU's stream netdev (a unix socket) and a tap on the LAN.
+
+QEMU's stream netdev frames each packet with a big-endian u32 length. The agent connects to
+QEMU's socket and copies frames both ways; inbound frames are timestamped so the log's
+staleness can be measured when they show up in the log.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from ftorch.channel.logtail import frame_key
+from ftorch.gate.outputgate import OutputGate
+
+log = logging.getLogger("ftorch.netbridge")
+TUNSETIFF = 0x400454CA
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+MAX_TRACKED = 10000
+
+
+def open_tap(name: str) -> int:
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+    return fd
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        part = sock.recv(n - len(buf))
+        if not part:
+            raise ConnectionError("QEMU closed the netdev socket")
+        buf += part
+    return bytes(buf)
+
+
+class GatedOutput:
+    """The output gate on a real port: frames leave through `write` as acks allow, in order."""
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        self.gate = OutputGate()
+        self.write = write
+        self.delays: deque[float] = deque(maxlen=20000)
+        self.ungated = False
+        self._lock = threading.Lock()
+
+    def submit(self, frame: bytes, required: int) -> None:
+        with self._lock:
+            if self.ungated:
+                self.write(frame)
+                self.gate.released += 1
+                return
+            self._emit(self.gate.submit(frame, required, time.time()))
+
+    def close(self) -> None:
+        """Fence: nothing more leaves."""
+        with self._lock:
+            self.gate.open = False
+
+    def ungate(self) -> None:
+        """Alone and owner of the pair: release what is held and stop gating."""
+        with self._lock:
+            self.gate.open = True
+            self._emit(self.gate.release_all(time.time()))
+            self.ungated = True
+
+    def regate(self, acked: int) -> None:
+        """A new backup holds the guest's state up to log offset `acked` (a clone): from now on
+        every frame waits for the backup's acknowledgement again."""
+        with self._lock:
+            self.gate.open = True
+            self.gate.acked = acked
+            self.ungated = False
+
+    def ack(self, offset: int) -> None:
+        with self._lock:
+            self._emit(self.gate.ack(offset, time.time()))
+
+    def _emit(self, frames: list[tuple[bytes, float]]) -> None:
+        for frame, delay in frames:
+            self.write(frame)
+            self.delays.append(delay)
+
+
+class NetBridge:
+    def __init__(self, qemu_socket: str, tap: str,
+                 log_size: Callable[[], int] | None = None, gated: bool = True) -> None:
+        """log_size given: outbound frames go through the output gate, each needing the log
+        acknowledged up to the log's size when the frame came out of QEMU; gated False: the gate
+        starts open (unprotected) until `gated.regate`."""
+        self.qemu_socket = qemu_socket
+        self.tap = tap
+        self.log_size = log_size
+        self.start_gated = gated
+        self.gated: GatedOutput | None = None
+        self.inbound_times: dict[bytes, float] = {}
+        self.frames_in = 0
+        self.frames_out = 0
+        # cleared: inbound frames wait in the agent (a snapshot needs QEMU's event queue empty)
+        self.inbound_open = threading.Event()
+        self.inbound_open.set()
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self._tap_fd: int | None = None
+        self._wake_r, self._wake_w = os.pipe()   # ends the LAN reader's wait on stop
+        self._threads: list[threading.Thread] = []
+
+    def start(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(self.qemu_socket)
+                break
+            except OSError:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self._sock = sock
+        self._tap_fd = open_tap(self.tap)
+        if self.log_size is not None:
+            self.gated = GatedOutput(self._write_lan)
+            self.gated.ungated = not self.start_gated
+        for fn, name in ((self._to_lan, "net-out"), (self._to_guest, "net-in")):
+            t = threading.Thread(target=fn, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _write_lan(self, frame: bytes) -> None:
+        if self._tap_fd is not None:   # None: stopped; the frame is dropped like on a dead host
+            os.write(self._tap_fd, frame)
+
+    def stop(self) -> None:
+        """Stop both directions and let go of the tap, so that a new bridge can attach to it
+        (a tap takes one reader: a recorder restarted on this host needs it at once)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self.inbound_open.set()
+        os.write(self._wake_w, b"x")
+        if self._sock:
+            self._sock.close()
+        for t in self._threads:
+            t.join(timeout=5)
+        if not any(t.is_alive() for t in self._threads):
+            for fd in (self._tap_fd, self._wake_r, self._wake_w):
+                if fd is not None:
+                    os.close(fd)
+            self._tap_fd = None
+
+    def _to_lan(self) -> None:
+        assert self._sock and self._tap_fd is not None
+        try:
+            while not self._stop.is_set():
+                (n,) = struct.unpack(">I", _recv_exact(self._sock, 4))
+                frame = _recv_exact(self._sock, n)
+                if self.gated is not None and self.log_size is not None:
+                    self.gated.submit(frame, self.log_size())
+                else:
+                    os.write(self._tap_fd, frame)
+                self.frames_out += 1
+        except OSError as e:
+            if not self._stop.is_set():
+                log.warning("guest -> LAN stopped: %s", e)
+
+    def _to_guest(self) -> None:
+        assert self._sock and self._tap_fd is not None
+        try:
+            while not self._stop.is_set():
+                ready, _, _ = select.select([self._tap_fd, self._wake_r], [], [])
+                if self._wake_r in ready:
+                    break
+                frame = os.read(self._tap_fd, 65536)
+                if len(self.inbound_times) > MAX_TRACKED:
+                    self.inbound_times.clear()
+                self.inbound_open.wait()
+                self.inbound_times[frame_key(frame)] = time.time()
+                self._sock.sendall(struct.pack(">I", len(frame)) + frame)
+                self.frames_in += 1
+        except OSError as e:
+            if not self._stop.is_set():
+                log.warning("LAN -> guest stopped: %s", e)

@@ -1,0 +1,181 @@
+"""The one-machine lab: namespaces standing for host A, host B, a client and the operator.
+
+  ftorch-client: eth0 10.77.0.100 ─┐
+  ftorch-a: br-lan 10.77.0.1 + ftap0 (guest NIC, owned by agent A) ─ uplink ─┤ ftorch-lan: br0
+  ftorch-b: br-lan 10.77.0.2 + ftap0 (guest NIC, owned by agent B) ─ uplink ─┘  (the LAN)
+  ftorch-a: mgmt0 10.77.1.1, sshd ──┐
+  ftorch-b: mgmt0 10.77.1.2, sshd ──┤ ftorch-lan: br-mgmt (management: SSH only)
+  ftorch-ops: eth0 10.77.1.100 ─────┘ (where the operator's SSH connections start)
+Each host's sshd, and so its agent, runs in a mount namespace of its own in which the other
+host's folder and the operator's keys are hidden: a path from one host into another's files
+fails instead of passing. Only addresses inside these namespaces are used. Cutting a host off
+the LAN (`cut_link`) leaves its management link, as on hosts with a separate management network.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftorch.errors import LabError
+from ftorch.host.proc import run
+
+LAN_NS = "ftorch-lan"
+CLIENT_NS = "ftorch-client"
+OPS_NS = "ftorch-ops"
+SUBNET = "10.77.0"
+MGMT_SUBNET = "10.77.1"
+OPS_ADDRESS = f"{MGMT_SUBNET}.100"
+LAB_ROOT = Path("/var/lib/ftorch/lab")
+OPERATOR_DIR = LAB_ROOT / "operator"
+TAP = "ftap0"
+LIBVIRTD_LOG = "/var/log/ftorch-libvirtd.log"
+
+
+@dataclass(frozen=True)
+class LabHost:
+    key: str
+    netns: str
+    address: str
+
+    mgmt_address: str
+
+    @property
+    def lan_port(self) -> str:
+        """The LAN bridge's port that is this host's network cable."""
+        return f"lan-{self.key}"
+
+    @property
+    def dir(self) -> Path:
+        """This host's local disk."""
+        return LAB_ROOT / f"host{self.key.upper()}"
+
+
+HOSTS = (LabHost("a", "ftorch-a", f"{SUBNET}.1", f"{MGMT_SUBNET}.1"),
+         LabHost("b", "ftorch-b", f"{SUBNET}.2", f"{MGMT_SUBNET}.2"))
+CLIENT_ADDRESS = f"{SUBNET}.100"
+GUEST_ADDRESS = f"{SUBNET}.10"
+
+
+def _ip(*args: str) -> None:
+    run("ip", *args, error=LabError)
+
+
+def namespaces() -> set[str]:
+    out = run("ip", "netns", "list", error=LabError).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def _daemons() -> None:
+    """Start virtlogd and libvirtd if they are not running (no systemd needed).
+
+    libvirtd runs under `tini -s`, a subreaper: libvirt daemonizes QEMU, and an orphaned QEMU
+    that exits stays a zombie until PID 1 reaps it; libvirt waits for that (kill(pid, 0) every
+    200 ms). Without systemd, PID 1 here reaped after ~1.6 s, which every go-live paid."""
+    if subprocess.run(["pgrep", "-x", "virtlogd"], capture_output=True).returncode != 0:
+        run("virtlogd", "-d", error=LabError)
+    if subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True).returncode != 0:
+        with open(LIBVIRTD_LOG, "ab") as out:
+            subprocess.Popen(["tini", "-s", "--", "libvirtd"], stdin=subprocess.DEVNULL, stdout=out,
+                             stderr=out, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while subprocess.run(["virsh", "-c", "qemu:///system", "version"],
+                         capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise LabError("libvirtd started but does not answer on qemu:///system within 20 s")
+        time.sleep(0.2)
+
+
+def up() -> None:
+    """Create the lab (idempotent: an existing lab is left as it is)."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, taps, libvirtd)")
+    _daemons()
+    have = namespaces()
+    if LAN_NS not in have:
+        _ip("netns", "add", LAN_NS)
+        for bridge in ("br0", "br-mgmt"):
+            _ip("-n", LAN_NS, "link", "add", bridge, "type", "bridge", "forward_delay", "0")
+            _ip("-n", LAN_NS, "link", "set", bridge, "up")
+    for h in HOSTS:
+        if h.netns not in have:
+            _host_up(h)
+    if CLIENT_NS not in have:
+        _station(CLIENT_NS, "lan-c", "br0", CLIENT_ADDRESS)
+    if OPS_NS not in have:
+        _station(OPS_NS, "mgmt-o", "br-mgmt", OPS_ADDRESS)
+    for h in HOSTS:
+        h.dir.mkdir(parents=True, exist_ok=True)
+    (LAB_ROOT / "shared").mkdir(parents=True, exist_ok=True)
+    from ftorch.host import labssh
+    labssh.keys([h.key for h in HOSTS], {h.key: h.mgmt_address for h in HOSTS})
+    for h in HOSTS:
+        labssh.start_sshd(h.key, h.netns, h.mgmt_address, hide=[o.dir for o in HOSTS if o != h]
+                          + [OPERATOR_DIR], path=os.path.dirname(sys.executable))
+
+
+def _station(ns: str, port: str, bridge: str, address: str) -> None:
+    """A namespace with one cable (eth0) into a bridge of the LAN namespace."""
+    _ip("netns", "add", ns)
+    _ip("-n", LAN_NS, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+    _ip("-n", LAN_NS, "link", "set", port, "master", bridge, "up")
+    _ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+    _ip("-n", ns, "link", "set", "eth0", "up")
+    _ip("-n", ns, "link", "set", "lo", "up")
+
+
+def _host_up(h: LabHost) -> None:
+    _ip("netns", "add", h.netns)
+    _ip("-n", LAN_NS, "link", "add", h.lan_port, "type", "veth", "peer", "name", "uplink",
+        "netns", h.netns)
+    _ip("-n", LAN_NS, "link", "set", h.lan_port, "master", "br0", "up")
+    _ip("-n", h.netns, "link", "add", "br-lan", "type", "bridge", "forward_delay", "0")
+    _ip("-n", h.netns, "link", "set", "uplink", "master", "br-lan", "up")
+    _ip("-n", h.netns, "tuntap", "add", "dev", TAP, "mode", "tap")
+    _ip("-n", h.netns, "link", "set", TAP, "master", "br-lan", "up")
+    _ip("-n", h.netns, "addr", "add", f"{h.address}/24", "dev", "br-lan")
+    _ip("-n", h.netns, "link", "set", "br-lan", "up")
+    _ip("-n", h.netns, "link", "set", "lo", "up")
+    _ip("-n", LAN_NS, "link", "add", f"mgmt-{h.key}", "type", "veth", "peer", "name", "mgmt0",
+        "netns", h.netns)
+    _ip("-n", LAN_NS, "link", "set", f"mgmt-{h.key}", "master", "br-mgmt", "up")
+    _ip("-n", h.netns, "addr", "add", f"{h.mgmt_address}/24", "dev", "mgmt0")
+    _ip("-n", h.netns, "link", "set", "mgmt0", "up")
+
+
+def down() -> None:
+    """Stop the hosts' sshd and remove every lab namespace (and with them their links);
+    leaves libvirtd running."""
+    from ftorch.host import labssh
+    from ftorch.rpc import ssh
+    ssh.close_all()   # this process's connections into the lab die with it
+    for h in HOSTS:
+        labssh.stop_sshd(h.key)
+    for ns in (CLIENT_NS, OPS_NS, *(h.netns for h in HOSTS), LAN_NS):
+        if ns in namespaces():
+            _ip("netns", "del", ns)
+
+
+def cut_link(key: str, up_: bool) -> None:
+    """Unplug (or plug back) host `key`'s cable to the LAN."""
+    host = {h.key: h for h in HOSTS}[key]
+    _ip("-n", LAN_NS, "link", "set", host.lan_port, "up" if up_ else "down")
+
+
+def kill_host(agent_pid_file: Path, domain: str) -> None:
+    """A host dies: its agent and its QEMU get SIGKILL, nothing shuts down cleanly."""
+    agent_pid = int(agent_pid_file.read_text())
+    qemu_pid = int(Path(f"/run/libvirt/qemu/{domain}.pid").read_text())
+    for pid in (agent_pid, qemu_pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def status() -> dict[str, object]:
+    have = namespaces()
+    return {"namespaces": {ns: ns in have for ns in
+                           (LAN_NS, CLIENT_NS, OPS_NS, *(h.netns for h in HOSTS))},
+            "root": str(LAB_ROOT)}

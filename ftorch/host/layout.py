@@ -1,0 +1,62 @@
+"""Where a pair's files live on a host, and the guest description each side runs."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftorch.config import PairConfig
+from ftorch.rr.domain import GuestSpec, Mode
+
+
+@dataclass(frozen=True)
+class PairPaths:
+    root: Path
+
+    def __getattr__(self, name: str) -> Path:
+        files = {"disk": "data.qcow2", "kernel": "vmlinuz", "initrd": "initramfs.cpio.gz",
+                 "rr_log": "rr.log", "serial": "serial.log", "net_sock": "net.sock",
+                 "fifo": "replay.fifo", "spool": "rx.log", "control": "agent.sock", "agent_log": "agent.log",
+                 "pid": "agent.pid"}
+        if name in files:
+            return self.root / files[name]
+        raise AttributeError(name)
+
+
+def paths(cfg: PairConfig, key: str) -> PairPaths:
+    return PairPaths(cfg.host(key).path / cfg.pair)
+
+
+def domain_name(cfg: PairConfig, key: str) -> str:
+    return f"ftorch-{cfg.pair}-{key}"
+
+
+def image_dir(cfg: PairConfig) -> Path:
+    """The guest image folder; a relative path is taken from the config file's folder."""
+    p = Path(cfg.guest.image)
+    if not p.is_absolute() and cfg.source:
+        p = Path(cfg.source).parent / p
+    return p.resolve()
+
+
+def smbios_uuid(cfg: PairConfig) -> str:
+    """One SMBIOS UUID per pair, the same on both sides (the guest can see it)."""
+    import uuid
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ftorch:{cfg.pair}"))
+
+
+def guest_spec(cfg: PairConfig, key: str, mode: Mode, shim: str | None = None,
+               loadvm: str | None = None) -> GuestSpec:
+    p = paths(cfg, key)
+    ip = ipaddress.ip_interface(cfg.guest.ip)
+    env = {"FTORCH_RR_LOG": str(p.rr_log), "FTORCH_FLUSH_US": str(cfg.replay.flush_us),
+           "FTORCH_NET_SOCK": str(p.net_sock)}
+    return GuestSpec(
+        name=domain_name(cfg, key), kernel=str(p.kernel), initrd=str(p.initrd),
+        cmdline=f"console=ttyS0 quiet {cfg.guest.cmdline_extra} ftorch.ip={ip.with_prefixlen}",
+        disk=str(p.disk), rr_log=str(p.fifo if mode == Mode.REPLAY else p.rr_log),
+        net_socket=str(p.net_sock), serial_log=str(p.serial), mac=cfg.guest.mac,
+        smbios_uuid=smbios_uuid(cfg), memory_mib=cfg.guest.memory_mib, mode=mode,
+        shim=shim if mode == Mode.RECORD else None, loadvm=loadvm,
+        emulator=cfg.host(key).emulator,
+        env=env if mode == Mode.RECORD and shim else {})

@@ -1,0 +1,214 @@
+"""The one place that imports libvirt: connection, domains, QMP, and the version check."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import libvirt_qemu
+
+from ftorch.errors import VersionError, VirtError
+
+URI = "qemu:///system"
+# QEMU versions whose record/replay behaviour ftorch was tested with (docs/qemu-notes.md).
+SUPPORTED_QEMU = {(10, 0)}
+
+
+def _quiet(_ctx: Any, _err: Any) -> None:
+    """libvirt prints every error to stderr by default; ftorch reports them itself."""
+
+
+libvirt.registerErrorHandler(_quiet, None)
+
+
+def check_qemu_version(version: dict[str, Any]) -> str:
+    """Raise VersionError unless a `query-version` answer is a supported QEMU; return it as text."""
+    q = version.get("qemu", {})
+    major, minor, micro = q.get("major"), q.get("minor"), q.get("micro")
+    text = f"{major}.{minor}.{micro}"
+    if (major, minor) not in SUPPORTED_QEMU:
+        wanted = ", ".join(f"{a}.{b}" for a, b in sorted(SUPPORTED_QEMU))
+        raise VersionError(f"QEMU {text} is not supported (record/replay tested with {wanted}); "
+                           "install qemu-system-x86 from bookworm-backports")
+    return text
+
+
+def parse_qemu_version(text: str) -> dict[str, Any]:
+    """`qemu-system-x86_64 --version` output as a `query-version` answer (None parts if odd)."""
+    m = re.search(r"QEMU emulator version (\d+)\.(\d+)\.(\d+)", text)
+    major, minor, micro = (int(g) for g in m.groups()) if m else (None, None, None)
+    return {"qemu": {"major": major, "minor": minor, "micro": micro}}
+
+
+def check_emulator(path: str, host: str) -> str:
+    """Raise VersionError unless the QEMU binary at path is a supported version; return it."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise VersionError(f"host {host}: cannot run QEMU {path}: {e}") from None
+    try:
+        return check_qemu_version(parse_qemu_version(out))
+    except VersionError as e:
+        raise VersionError(f"host {host}: {path}: {e}") from None
+
+
+@dataclass
+class ReplayInfo:
+    mode: str
+    icount: int
+
+
+class Guest:
+    """One libvirt domain with typed QMP helpers."""
+
+    def __init__(self, dom: libvirt.virDomain) -> None:
+        self._dom = dom
+        self.name = dom.name()
+
+    def qmp(self, command: str, **arguments: Any) -> Any:
+        """Run one QMP command through libvirt; return its `return` value."""
+        msg: dict[str, Any] = {"execute": command}
+        if arguments:
+            msg["arguments"] = arguments
+        try:
+            reply = json.loads(libvirt_qemu.qemuMonitorCommand(self._dom, json.dumps(msg), 0))
+        except libvirt.libvirtError as e:
+            raise VirtError(f"{self.name}: QMP {command} failed: {e.get_error_message()}") from None
+        if "error" in reply:
+            raise VirtError(f"{self.name}: QMP {command} refused: {reply['error'].get('desc')}")
+        return reply.get("return")
+
+    def replay(self) -> ReplayInfo:
+        r = self.qmp("query-replay")
+        return ReplayInfo(r["mode"], int(r.get("icount", 0)))
+
+    def status(self) -> str:
+        """QEMU run state: running, paused, shutdown, ..."""
+        return self.qmp("query-status")["status"]
+
+    def run_state(self) -> str:
+        """running / paused / other, from libvirt's cached state: no monitor round-trip."""
+        try:
+            state, _ = self._dom.state()
+        except libvirt.libvirtError as e:
+            raise VirtError(f"{self.name}: cannot read its state: {e.get_error_message()}") from None
+        return {libvirt.VIR_DOMAIN_RUNNING: "running",
+                libvirt.VIR_DOMAIN_PAUSED: "paused"}.get(state, "other")
+
+    def is_active(self) -> bool:
+        try:
+            return bool(self._dom.isActive())
+        except libvirt.libvirtError:
+            return False
+
+    def stop_gracefully(self) -> None:
+        """SIGTERM only: QEMU exits cleanly and a recorder writes its log header."""
+        try:
+            self._dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
+        except libvirt.libvirtError as e:
+            if self.is_active():
+                raise VirtError(f"{self.name}: graceful stop failed: {e.get_error_message()}") from None
+
+    def savevm(self, tag: str, tries: int = 20) -> None:
+        """stop + savevm (the guest stays paused). QEMU refuses while record/replay events are
+        pending ("Try once more later"): let it run a moment and retry."""
+        out = ""
+        for _ in range(tries):
+            self.qmp("stop")
+            out = (self.qmp("human-monitor-command", **{"command-line": f"savevm {tag}"})
+                   or "").strip()
+            if not out:
+                return
+            if "Try once more later" not in out:
+                break
+            self.qmp("cont")
+            time.sleep(0.01)   # let the vCPU reach a checkpoint, where queued events are handled
+        raise VirtError(f"{self.name}: savevm {tag} refused: {out}")
+
+    def snapshots(self) -> list[str]:
+        """Names of the internal snapshots in the guest's images."""
+        names: list[str] = []
+        for dev in self.qmp("query-block"):
+            for snap in dev.get("inserted", {}).get("image", {}).get("snapshots", []):
+                if snap["name"] not in names:
+                    names.append(snap["name"])
+        return names
+
+    def delvm(self, tag: str) -> None:
+        """Delete an internal snapshot (also while the guest runs: QEMU frees its clusters)."""
+        out = (self.qmp("human-monitor-command", **{"command-line": f"delvm {tag}"}) or "").strip()
+        if out:
+            raise VirtError(f"{self.name}: delvm {tag} refused: {out}")
+
+    def kill_now(self) -> None:
+        """SIGKILL the QEMU process, then let libvirt clean up. Only for a QEMU whose state is
+        already safe on disk (after savevm): a replaying QEMU takes ~1.6 s to exit on SIGTERM."""
+        try:
+            pid = int(Path(f"/run/libvirt/qemu/{self.name}.pid").read_text())
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass  # gone already, or no pid file: destroy() below does it the slow way
+        self.destroy()
+
+    def destroy(self) -> None:
+        """Kill the domain; a domain already gone is not an error (idempotent stop)."""
+        try:
+            self._dom.destroy()
+        except libvirt.libvirtError:
+            if self.is_active():
+                raise
+
+
+class Host:
+    """A libvirt connection, reopened when it drops."""
+
+    def __init__(self, uri: str = URI) -> None:
+        self.uri = uri
+        self._conn: libvirt.virConnect | None = None
+
+    def conn(self) -> libvirt.virConnect:
+        if self._conn is None or not self._conn.isAlive():
+            try:
+                self._conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as e:
+                raise VirtError(f"cannot connect to libvirtd at {self.uri}: "
+                                f"{e.get_error_message()} (is libvirtd running?)") from None
+        return self._conn
+
+    def start(self, xml: str, paused: bool = False) -> Guest:
+        """Create a transient domain from XML (never persistent: agents decide where it runs)."""
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
+        try:
+            return Guest(self.conn().createXML(xml, flags))
+        except libvirt.libvirtError as e:
+            raise VirtError(f"libvirt refused to start the domain: {e.get_error_message()}") from None
+
+    def lookup(self, name: str) -> Guest | None:
+        try:
+            return Guest(self.conn().lookupByName(name))
+        except libvirt.libvirtError:
+            return None
+
+    def destroy(self, name: str) -> bool:
+        """Destroy a domain by name if it exists; return whether it did."""
+        guest = self.lookup(name)
+        if guest is None or not guest.is_active():
+            return False
+        guest.destroy()
+        return True
+
+    def wait_gone(self, name: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            g = self.lookup(name)
+            if g is None or not g.is_active():
+                return True
+            time.sleep(0.05)
+        return False

@@ -1,0 +1,295 @@
+"""ftorch: the operator's command line.
+
+Exit codes: 0 ok, 1 operation failed, 2 bad config or usage, 3 unsupported QEMU version,
+4 an agent could not be reached.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ftorch.config import PairConfig, load
+from ftorch.errors import FtorchError
+from ftorch.host import lab as lab_mod
+from ftorch.ops import pair as pair_ops
+
+app = typer.Typer(help="Fault-tolerant VMs on QEMU record/replay: a primary records, a backup "
+                       "replays its log a short way behind.", no_args_is_help=True,
+                  add_completion=False)
+lab_app = typer.Typer(help="The one-machine lab: namespaces standing for hosts A, B and a client.",
+                      no_args_is_help=True)
+agent_app = typer.Typer(help="Run an agent (started by `ftorch up`; not for direct use).",
+                        no_args_is_help=True)
+debug_app = typer.Typer(help="Fault injection for tests (the pair's config must set "
+                             "debug.faults).", no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+app.add_typer(agent_app, name="agent", hidden=True)
+app.add_typer(debug_app, name="debug", hidden=True)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(e: FtorchError) -> None:
+    # one line, never wrapped: operators grep logs and scripts match on it
+    err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(e.exit_code)
+
+
+def _config(path: str) -> PairConfig:
+    try:
+        return load(path)
+    except FtorchError as e:
+        _fail(e)
+        raise  # unreachable
+
+
+def _emit(data: Any, as_json: bool, render) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        render(data)
+
+
+@lab_app.command("up")
+def lab_up() -> None:
+    """Create the lab: host namespaces with their sshd, a client, the operator's namespace,
+    the LAN and management bridges, keys; start libvirtd/virtlogd if needed. Idempotent."""
+    try:
+        lab_mod.up()
+    except FtorchError as e:
+        _fail(e)
+    console.print("lab is up: hosts ftorch-a (10.77.0.1, ssh 10.77.1.1), ftorch-b (10.77.0.2, "
+                  "ssh 10.77.1.2), client ftorch-client (10.77.0.100)")
+
+
+@lab_app.command("down")
+def lab_down() -> None:
+    """Remove every lab namespace and link."""
+    try:
+        lab_mod.down()
+    except FtorchError as e:
+        _fail(e)
+    console.print("lab is down")
+
+
+@lab_app.command("status")
+def lab_status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Show which lab namespaces exist."""
+    _emit(lab_mod.status(), as_json,
+          lambda d: [console.print(f"{ns}: {'present' if ok else 'absent'}")
+                     for ns, ok in d["namespaces"].items()])
+
+
+@app.command()
+def up(config: str = typer.Argument(..., help="The pair's YAML config."),
+       wait: bool = typer.Option(True, help="Wait until the backup is replaying."),
+       timeout: float = typer.Option(180, help="Seconds to wait for the backup."),
+       unprotected: bool = typer.Option(False, "--unprotected",
+                                        help="Record on host A only; no backup."),
+       plain: bool = typer.Option(False, "--plain", hidden=True,
+                                  help="No record/replay at all (benchmark baseline).")) -> None:
+    """Start a protected pair: host A records the guest, host B replays its log.
+
+    Reaches both hosts over SSH (the config's `ssh` section): checks their QEMU, refuses if the
+    pair already runs, sends each a fresh copy of the guest image and starts its agent.
+
+    Example: ftorch lab up && ftorch up examples/lab.yaml && ftorch status examples/lab.yaml
+    """
+    cfg = _config(config)
+    mode = "plain" if plain else "unprotected" if unprotected else "protected"
+    try:
+        pair_ops.up(cfg, wait, timeout, mode)
+    except FtorchError as e:
+        _fail(e)
+    console.print(f"pair {cfg.pair} is up: primary on host a"
+                  + (", backup on host b" if mode == "protected" else f" ({mode}, no backup)"))
+
+
+def _lag(s: dict[str, Any]) -> str:
+    lag_s = s.get("lag_seconds")
+    return f"{lag_s:.3f}" if isinstance(lag_s, float) else ""
+
+
+def _status_table(data: dict[str, Any]) -> None:
+    # fits 80 columns: counts in millions, one short channel column
+    t = Table(title=f"pair {data['pair']}", box=None, pad_edge=False)
+    for col, just in (("host", "left"), ("role", "left"), ("gen", "right"), ("guest", "left"),
+                      ("icount M", "right"), ("lag s", "right"), ("lag M", "right"),
+                      ("channel", "left"), ("acked MiB", "right")):
+        t.add_column(col, justify=just, no_wrap=True)
+    for key, s in data["hosts"].items():
+        ch = s.get("channel", {})
+        gen = (s.get("failover") or {}).get("generation")
+        icount, behind = s.get("icount"), s.get("lag_instructions")
+        acked = ch.get("acked_offset")
+        t.add_row(key, s.get("role", "?"), "" if gen is None else str(gen),
+                  str(s.get("guest", "")) if s.get("role") != "unreachable" else "",
+                  f"{icount / 1e6:.1f}" if isinstance(icount, int) else "",
+                  _lag(s), f"{behind / 1e6:.2f}" if isinstance(behind, int) else "",
+                  str(ch.get("state", "")), f"{acked / 2**20:.1f}" if isinstance(acked, int) else "")
+    console.print(t)
+
+
+@app.command()
+def status(config: str = typer.Argument(..., help="The pair's YAML config."),
+           as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Each side's role, lag and channel, asked of its agent over SSH. Exit 4 if one is down.
+
+    Columns: role, generation, guest state, instruction count (millions), lag (seconds and
+    millions of instructions), channel state, log acknowledged (MiB). A host whose agent does
+    not answer gets one line saying why (SSH refused, host key mismatch, agent not running).
+    """
+    cfg = _config(config)
+    data = pair_ops.status(cfg)
+    _emit(data, as_json, _status_table)
+    down = [(k, h) for k, h in data["hosts"].items() if h.get("role") == "unreachable"]
+    for _, h in down:
+        err.print(f"[red]error:[/red] {escape(h.get('error', ''))}", highlight=False,
+                  soft_wrap=True)
+    if down:
+        raise typer.Exit(4)
+
+
+@app.command()
+def down(config: str = typer.Argument(..., help="The pair's YAML config."),
+         timeout: float = typer.Option(300, help="Seconds to let the backup finish replaying."),
+         force: bool = typer.Option(False, "--force", help="Kill both sides at once."),
+         as_json: bool = typer.Option(False, "--json", help="Machine-readable summary.")) -> None:
+    """Stop the pair: the primary shuts down cleanly, the backup replays to the end, both quit.
+
+    Idempotent: a pair already (partly) down is finished off without error.
+    """
+    cfg = _config(config)
+    try:
+        result = pair_ops.down(cfg, timeout, force)
+    except FtorchError as e:
+        _fail(e)
+    _emit(result, as_json, lambda d: console.print(
+        f"pair {cfg.pair} is down" + (f"; backup replayed to icount {d['backup']['icount']}"
+                                      if "backup" in d else "")))
+
+
+@app.command()
+def failover(config: str = typer.Argument(..., help="The pair's YAML config."),
+             timeout: float = typer.Option(60, help="Seconds for each side's part."),
+             as_json: bool = typer.Option(False, "--json", help="Machine-readable summary.")) -> None:
+    """Planned switch: the backup becomes the live primary; nothing is lost.
+
+    The primary pauses its guest and hands the rest of its log to the backup; the backup claims
+    the pair (generation + 1) and goes live where the primary paused, with the guest's disk,
+    memory and TCP connections; the old primary then stops. Clients see one pause (about the
+    go-live time, a few seconds). The pair is unprotected afterwards until re-protected.
+    Refused (exit 1) unless the pair is protected and the backup has caught up.
+
+    Example: ftorch failover examples/lab.yaml && ftorch status examples/lab.yaml
+    """
+    from ftorch.ops.switch import failover as do_failover
+    cfg = _config(config)
+    try:
+        result = do_failover(cfg, timeout)
+    except FtorchError as e:
+        _fail(e)
+    _emit(result, as_json, lambda d: console.print(
+        f"pair {d['pair']} is live on host {d['to']} (generation {d['generation']}); the guest "
+        f"was paused {d['paused_s']:.2f} s (go-live: replay {d['replay_s']:.2f} s, save "
+        f"{d['save_s']:.2f} s, start {d['start_s']:.2f} s)"))
+
+
+@app.command()
+def protect(config: str = typer.Argument(..., help="The pair's YAML config."),
+            as_json: bool = typer.Option(False, "--json", help="Machine-readable summary.")) -> None:
+    """Protect a guest that runs alone: clone it into a new backup on the other host.
+
+    The guest pauses once, for a snapshot and a local copy of its image (the pause is
+    reported); the image then goes to the other host while the guest runs, and the backup
+    replays from the snapshot. Protection counts once the backup has replayed past the
+    snapshot; on any failure the guest runs on unprotected and the error says why (exit 1).
+    After a failover the agents do this by themselves (failover.reprotect).
+
+    Example: ftorch up examples/lab.yaml --unprotected && ftorch protect examples/lab.yaml
+    """
+    cfg = _config(config)
+    try:
+        live = pair_ops.live_side(cfg)
+        result = pair_ops.agent_call(cfg, live, "protect", timeout=900)
+    except FtorchError as e:
+        _fail(e)
+    result.pop("ok", None)
+    _emit(result, as_json, lambda d: console.print(
+        f"pair {cfg.pair} is protected: backup on host {d['peer']} replays from snapshot "
+        f"{d['tag']} (icount {d['icount']}); guest paused {d['pause_s'] * 1e3:.0f} ms, image "
+        f"{d['image_bytes'] >> 20} MiB copied in {d['copy_s']:.1f} s, protected "
+        f"{d['passed_s']:.1f} s after the clone"))
+
+
+@agent_app.command("run")
+def agent_run(config: str, host: str = typer.Option(..., help="a or b"),
+              role: str = typer.Option(..., help="primary or backup"),
+              mode: str = typer.Option("protected", help="primary only: protected, unprotected, "
+                                                         "plain")) -> None:
+    """Run this host's agent in the foreground (logs to stderr with timestamps)."""
+    from ftorch.agent.daemon import main
+    raise typer.Exit(main(config, host, role, mode))
+
+
+@debug_app.command("corrupt-frame")
+def corrupt_frame(config: str) -> None:
+    """Make the primary corrupt its next DATA frame on the wire (the backup must reject it)."""
+    cfg = _config(config)
+    try:
+        pair_ops.agent_call(cfg, "a", "inject", what="corrupt-frame")
+    except FtorchError as e:
+        _fail(e)
+    console.print("the next DATA frame will be corrupted")
+
+
+@debug_app.command("truncate-frame")
+def truncate_frame(config: str) -> None:
+    """Make the primary send half of its next DATA frame and then go mute, as a host dying in
+    mid-send would (the backup must drop the partial frame). Prints the frame's offset."""
+    cfg = _config(config)
+    try:
+        r = pair_ops.agent_call(cfg, "a", "inject", timeout=40, what="truncate-frame")
+    except FtorchError as e:
+        _fail(e)
+    console.print(f"sent {r['sent']} of {r['length']} bytes of the frame at offset {r['offset']}")
+
+
+@debug_app.command("clone-fault")
+def clone_fault(config: str, fault: str = typer.Argument(..., help="missing-snapshot or "
+                                                                   "mismatched-snapshot"),
+                host: str = typer.Option("a", help="the host whose next clone is spoiled")) -> None:
+    """Spoil the image the next `ftorch protect` ships, as a stale or mixed-up copy would be (the
+    backup must refuse it and the guest run on unprotected)."""
+    cfg = _config(config)
+    try:
+        pair_ops.agent_call(cfg, host, "inject", what="clone-fault", fault=fault)
+    except FtorchError as e:
+        _fail(e)
+    console.print(f"the next clone from host {host} ships with a {fault}")
+
+
+@debug_app.command("hold-acks")
+def hold_acks(config: str, on: bool = typer.Argument(..., help="true: stop acking; false: resume")) -> None:
+    """Make the backup receive and spool the log without acknowledging it (the primary's output
+    gate must then hold every outbound frame)."""
+    cfg = _config(config)
+    try:
+        pair_ops.agent_call(cfg, "b", "hold-acks", on=on)
+    except FtorchError as e:
+        _fail(e)
+    console.print(f"backup acks {'held' if on else 'resumed'}")
+
+
+def main() -> None:
+    app(prog_name="ftorch")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

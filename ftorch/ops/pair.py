@@ -1,0 +1,129 @@
+"""Operations on a pair from the operator's side: up, status, down. Agents do the work."""
+from __future__ import annotations
+
+from typing import Any
+
+from ftorch.channel.horizon import LEVEL_INSTRUCTIONS
+from ftorch.config import PairConfig
+from ftorch.errors import AgentUnreachable, FtorchError
+from ftorch.host.layout import domain_name
+from ftorch.host.prepare import image_files
+from ftorch.rpc.hosts import Hosts, pair_dir
+from ftorch.wait import wait_for
+
+__all__ = ["agent_call", "try_status", "wait_for", "wait_caught_up", "up", "status", "down",
+           "protected", "live_side"]
+ROLE_OF = {"a": "primary", "b": "backup"}
+
+
+def agent_call(cfg: PairConfig, key: str, cmd: str, timeout: float = 10.0, **args: Any) -> dict:
+    return Hosts(cfg).agent(key, cmd, timeout=timeout, **args)
+
+
+def try_status(cfg: PairConfig, key: str) -> dict[str, Any]:
+    """An agent's status, or a stand-in saying why it is unreachable."""
+    return Hosts(cfg).status(key)
+
+
+def wait_caught_up(cfg: PairConfig, timeout: float, max_behind: int = LEVEL_INSTRUCTIONS,
+                   samples: int = 5) -> None:
+    """Wait until the backup (on whichever host it runs) has replayed its backlog: fewer than
+    `max_behind` instructions behind what it has received, `samples` readings in a row (after a
+    boot it replays a backlog first). Counted in instructions: the seconds estimate can sit high
+    for minutes while the backup is level, and low while it still replays seconds of backlog."""
+    recent: list[int] = []
+
+    def caught_up() -> bool:
+        sides = [try_status(cfg, k) for k in ("b", "a")]
+        st = next((s for s in sides if s.get("role") == "backup"), sides[0])
+        behind = st.get("lag_instructions")
+        started = st.get("guest") in ("running", "paused") and isinstance(behind, int)
+        recent.append(behind if started else 1 << 62)
+        return len(recent) >= samples and max(recent[-samples:]) < max_behind
+
+    wait_for(caught_up, timeout, f"the backup to replay its backlog (under {max_behind} "
+                                 "instructions behind what it received)")
+
+
+def _reachable(cfg: PairConfig, key: str) -> bool:
+    return try_status(cfg, key).get("role") != "unreachable"
+
+
+def up(cfg: PairConfig, wait: bool, timeout: float, mode: str = "protected") -> None:
+    """Start host A as primary and host B as backup, with fresh disks and logs, over SSH.
+
+    mode unprotected or plain: host A only (no backup)."""
+    hosts = Hosts(cfg)
+    keys = ("b", "a") if mode == "protected" else ("a",)  # the backup listens first
+    for key in keys:
+        hosts(key).check_emulator(cfg.host(key).emulator)
+    for key in ("a", "b"):
+        found = hosts(key).probe(pair_dir(cfg, key), domain_name(cfg, key))
+        if found.agent or found.domain:
+            raise FtorchError(f"pair {cfg.pair} is already running on host {key}: "
+                              f"`ftorch down {cfg.source}` first")
+    # a new run of the pair: host A owns generation 1 (safe: nothing of it runs, see above)
+    hosts("a").reset_ownership(cfg.shared_dir, cfg.pair)
+    files = image_files(cfg)
+    for key in keys:
+        where = pair_dir(cfg, key)
+        hosts(key).prepare_pair(where, files, cfg.text)
+        hosts(key).start_agent(where, key, ROLE_OF[key], mode)
+        wait_for(lambda k=key: _reachable(cfg, k), 30, f"the agent on host {key} "
+                 f"(see {where}/agent.log there)")
+    if wait and mode == "protected":
+        wait_for(lambda: try_status(cfg, "b").get("guest") in ("running", "paused"), timeout,
+                 "the backup to start replaying")
+
+
+def status(cfg: PairConfig) -> dict[str, Any]:
+    return {"pair": cfg.pair, "hosts": {k: try_status(cfg, k) for k in ("a", "b")}}
+
+
+def protected(primary: dict[str, Any], backup: dict[str, Any]) -> bool:
+    """Two status answers describe a protected pair: a streaming primary, and a backup that
+    replays and watches it (armed only once a clone's replay has passed its snapshot)."""
+    return (primary.get("role") == "primary" and primary.get("mode") == "protected"
+            and backup.get("role") == "backup"
+            and backup.get("icount", 0) > backup.get("start_icount", 1 << 62)
+            and backup.get("failover", {}).get("state") == "backup")
+
+
+def live_side(cfg: PairConfig) -> str:
+    """The host whose guest runs alone (unprotected, or live after a failover)."""
+    st = {k: try_status(cfg, k) for k in ("a", "b")}
+    for key, s in st.items():
+        if s.get("role") == "live-alone" or (s.get("role") == "primary"
+                                              and s.get("mode") == "unprotected"):
+            return key
+    roles = ", ".join(f"host {k} is {s.get('role')}" for k, s in st.items())
+    raise FtorchError(f"no guest of pair {cfg.pair} runs alone ({roles}): nothing to protect")
+
+
+def down(cfg: PairConfig, timeout: float, force: bool) -> dict[str, Any]:
+    """Stop the pair. Cleanly: the primary stops, the backup replays to the end, both quit."""
+    result: dict[str, Any] = {"pair": cfg.pair}
+    # after a failover and re-protection the primary may be host B
+    primary = next((k for k in ("a", "b") if try_status(cfg, k).get("mode") == "protected"), None)
+    if not force and primary and _reachable(cfg, cfg.peer(primary)):
+        agent_call(cfg, primary, "stop-guest")
+        done = agent_call(cfg, cfg.peer(primary), "wait-finished", timeout=timeout + 5,
+                          timeout_=timeout)
+        result["backup"] = done
+        result["primary"] = {"host": primary, **try_status(cfg, primary)}
+    order = (cfg.peer(primary), primary) if primary else ("b", "a")
+    unreachable = []
+    for key in order:  # the backup first: it must not take a quitting primary for dead
+        try:
+            agent_call(cfg, key, "quit", timeout=5)
+        except (AgentUnreachable, FtorchError):
+            pass
+        wait_for(lambda k=key: not _reachable(cfg, k), 30, f"the agent on host {key} to quit")
+        try:  # idempotent: also when the agent was gone
+            Hosts(cfg)(key).destroy_domain(domain_name(cfg, key))
+        except AgentUnreachable as e:
+            unreachable.append(e)
+    if unreachable:
+        raise AgentUnreachable(f"{unreachable[0]}: the pair's guest there may still run; "
+                               "run `ftorch down --force` again once it answers")
+    return result

@@ -1,0 +1,80 @@
+"""Planned switch (`ftorch failover`): the backup becomes the live primary, nothing lost.
+
+The primary pauses its guest and ends the log stream after its last event; once the backup has
+acknowledged all of it, the backup claims the next generation on the arbiter and goes live
+exactly there (the same go-live as after a crash, minus the detection); the old primary then
+stops its paused guest. If the backup cannot take over before it has claimed the pair, the
+primary claims it back and goes on alone; the arbiter keeps the two from both going live.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ftorch.config import PairConfig
+from ftorch.errors import FtorchError
+from ftorch.ops.pair import agent_call, try_status, wait_for
+
+log = logging.getLogger("ftorch.switch")
+MAX_LAG_S = 5.0
+
+
+def _sides(cfg: PairConfig) -> tuple[str, str, dict[str, Any]]:
+    """(primary key, backup key, the backup's status) of a protected pair, or a clear error."""
+    st = {k: try_status(cfg, k) for k in ("a", "b")}
+    roles = {k: s.get("role", "unreachable") for k, s in st.items()}
+    prim = [k for k, r in roles.items() if r == "primary"]
+    back = [k for k, r in roles.items() if r == "backup"]
+    if not prim or not back:
+        raise FtorchError(f"a planned failover needs a protected pair; host a is {roles['a']}, "
+                          f"host b is {roles['b']} (`ftorch status {cfg.source}`)")
+    p, b = prim[0], back[0]
+    if st[p].get("mode") != "protected" or st[b].get("failover") is None:
+        raise FtorchError(f"pair {cfg.pair} runs without failover: set failover.enabled")
+    lag = st[b].get("lag_seconds")
+    if not isinstance(lag, float) or lag > MAX_LAG_S:
+        raise FtorchError(f"the backup on host {b} is {lag} s behind (limit {MAX_LAG_S} s): "
+                          "wait until it has caught up, then retry")
+    return p, b, st[b]
+
+
+def _abandon(cfg: PairConfig, p: str, b: str, why: str) -> FtorchError:
+    """The backup did not claim the pair: stop it, let the primary claim it back."""
+    try:
+        agent_call(cfg, b, "quit", timeout=10)
+    except FtorchError as e:
+        log.warning("stopping the backup on host %s: %s", b, e)
+    try:
+        back = agent_call(cfg, p, "resume", timeout=30)
+    except FtorchError as e:
+        return FtorchError(f"planned failover failed ({why}) and host {p} could not resume: {e}; "
+                           "operator needed")
+    return FtorchError(f"planned failover abandoned ({why}); host {p} is {back.get('state')}, "
+                       "unprotected until re-protected")
+
+
+def failover(cfg: PairConfig, timeout: float) -> dict[str, Any]:
+    """Switch the live guest to the backup's host; return what happened and how long it took."""
+    p, b, bst = _sides(cfg)
+    generation = bst["failover"].get("generation")
+    try:
+        handed = agent_call(cfg, p, "handover", timeout=timeout + 10, timeout_=timeout)
+    except FtorchError as e:
+        raise _abandon(cfg, p, b, f"handover: {e}") from None
+    try:
+        took = agent_call(cfg, b, "take-over", timeout=timeout + 300, timeout_=timeout)
+    except FtorchError as e:
+        took = try_status(cfg, b).get("failover", {"state": "unreachable", "error": str(e)})
+    if took.get("state") != "live-alone":
+        if took.get("generation") == generation:
+            raise _abandon(cfg, p, b, f"take-over: {took.get('error') or took.get('reason')}")
+        raise FtorchError(f"host {b} claimed the pair but did not go live: {took.get('error')}; "
+                          f"host {p} stays paused and fenced: operator needed")
+    agent_call(cfg, p, "quit", timeout=10)
+    wait_for(lambda: try_status(cfg, p).get("role") == "unreachable", 60,
+             f"the old primary on host {p} to stop")
+    return {"pair": cfg.pair, "from": p, "to": b, "generation": took.get("generation"),
+            "paused_s": took["live_at"] - handed["paused_at"],
+            "handover_s": took["take_over_at"] - handed["paused_at"],
+            "replay_s": took.get("replay_s"), "save_s": took.get("save_s"),
+            "start_s": took.get("start_s"), "offset": handed["offset"], "icount": handed["icount"]}

@@ -1,0 +1,45 @@
+"""The failover watch performs every action of the role table, and applies every event on its
+own thread (control commands submit theirs and wait)."""
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from ftorch.agent.failover import FailoverWatch
+from ftorch.arbiter.roles import Action, Event, Role, RoleError
+from ftorch.config import load
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples/lab.yaml"
+
+
+def watch() -> FailoverWatch:
+    side = SimpleNamespace(cfg=load(EXAMPLE), key="b")   # neither Primary nor Backup: a backup
+    return FailoverWatch(side, on_live=lambda live: None)
+
+
+def test_every_action_of_the_table_has_a_handler():
+    assert set(watch()._handlers) == set(Action)
+
+
+def test_submitted_events_are_applied_on_the_watch_thread_in_order():
+    w = watch()
+    w.lock = SimpleNamespace(current=lambda: None)
+    seen: list[tuple[Event, str]] = []
+    real = w._apply
+
+    def record(event: Event) -> None:
+        seen.append((event, threading.current_thread().name))
+        real(event)
+
+    w._apply = record
+    w._silent = lambda: False
+    w.start()
+    try:
+        w.submit(Event.OPERATOR_STOP, timeout=10)
+        assert w.role == Role.STOPPED
+        with pytest.raises(RoleError, match="take-over cannot happen to a side that is stopped"):
+            w.submit(Event.TAKE_OVER, timeout=10)
+    finally:
+        w.stop()
+    assert seen == [(Event.OPERATOR_STOP, "failover"), (Event.TAKE_OVER, "failover")]
