@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ftorch.config import PairConfig, load
-from ftorch.errors import FtorchError
+from ftorch.errors import ConfigError, FtorchError
 from ftorch.host import lab as lab_mod
 from ftorch.ops import pair as pair_ops
 
@@ -173,6 +173,31 @@ def down(config: str = typer.Argument(..., help="The pair's YAML config."),
     _emit(result, as_json, lambda d: console.print(
         f"pair {cfg.pair} is down" + (f"; backup replayed to icount {d['backup']['icount']}"
                                       if "backup" in d else "")))
+
+
+@app.command()
+def logs(config: str = typer.Argument(..., help="The pair's YAML config."),
+         host: str = typer.Argument(..., help="a or b"),
+         lines: int = typer.Option(40, "--lines", "-n", help="How many lines, from the end."),
+         which: str = typer.Option("agent", help="agent (agent.log), previous (the last agent's "
+                                                 "log, agent.log.1) or serial (the guest's "
+                                                 "console)")) -> None:
+    """Show the end of a host's agent log (or the guest's serial console), read over SSH.
+
+    Example: ftorch logs examples/lab.yaml b -n 20
+    """
+    from ftorch.rpc.hosts import Hosts, pair_dir
+    cfg = _config(config)
+    files = {"agent": "agent.log", "previous": "agent.log.1", "serial": "serial.log"}
+    if host not in cfg.hosts or which not in files:
+        _fail(ConfigError(f"host must be one of {', '.join(cfg.hosts)} and --which one of "
+                          f"{', '.join(files)}"))
+    try:
+        out = Hosts(cfg)(host).tail(f"{pair_dir(cfg, host)}/{files[which]}", lines)
+    except FtorchError as e:
+        _fail(e)
+    for line in out:
+        print(line)
 
 
 @app.command()

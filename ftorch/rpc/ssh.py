@@ -236,9 +236,12 @@ class SshTransport(HostTransport):
             dst.truncate(size)
 
     def read_bytes(self, remote: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
-        with self._sftp() as sftp, sftp.open(remote, "rb") as f:
-            f.seek(offset)
-            return f.read(limit)
+        try:
+            with self._sftp() as sftp, sftp.open(remote, "rb") as f:
+                f.seek(offset if offset >= 0 else max(0, f.stat().st_size + offset))
+                return f.read(limit)
+        except OSError as e:
+            raise RemoteError(f"{self.label}: cannot read {remote}: {e.strerror or e}") from None
 
     def close(self) -> None:
         with self._lock:

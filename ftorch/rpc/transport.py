@@ -74,7 +74,7 @@ class HostTransport(ABC):
 
     @abstractmethod
     def read_bytes(self, remote: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
-        """Read up to `limit` bytes of a file there from `offset`."""
+        """Read up to `limit` bytes of a file there from `offset` (negative: from the end)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -145,6 +145,12 @@ class HostTransport(ABC):
             raise ImageSendError(f"{what} on {self.label} is not sparse: it occupies "
                                  f"{theirs['allocated'] >> 20} MiB for {need >> 20} MiB of data")
         return SentImage(need, int(theirs["allocated"]), ours)
+
+    def tail(self, remote: str, lines: int, limit: int = 1 << 20) -> list[str]:
+        """The last `lines` lines of a text file there (a log), read from its last `limit`
+        bytes."""
+        text = self.read_bytes(remote, -limit, limit).decode(errors="replace")
+        return text.splitlines()[-lines:] if lines > 0 else []
 
     def check_emulator(self, path: str) -> str:
         try:

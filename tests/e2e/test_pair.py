@@ -84,6 +84,15 @@ def test_output_is_held_until_the_backup_acknowledges(pair):
         client.kill()
 
 
+def test_logs_are_read_over_ssh(pair):
+    cfg_path, _, _ = pair
+    out = ftorch("logs", str(cfg_path), "b", "-n", "200").stdout
+    assert "agent for e2e on host b is up as backup" in out
+    assert ftorch("logs", str(cfg_path), "a", "--which", "serial").stdout.strip()
+    r = ftorch("logs", str(cfg_path), "a", "--which", "previous", check=False)
+    assert r.returncode == 1 and "cannot read" in r.stderr and "agent.log.1" in r.stderr
+
+
 def test_corrupt_frame_is_rejected_and_stream_resumes(pair):
     cfg_path, _, tmp = pair
     before = side(cfg_path, "b")["channel"]
