@@ -50,6 +50,9 @@ def test_status_names_the_host_that_does_not_answer_and_why(lab_up):
     r = ftorch("up", str(cfg_path), check=False)
     assert r.returncode == 4 and "host b" in r.stderr and "SSH connection refused" in r.stderr
     _keys_and_domains_untouched(cfg_path)
+    r = ftorch("logs", str(cfg_path), "a", check=False)   # the pair never ran there
+    assert r.returncode == 1 and "host a (root@10.77.1.1:22): cannot read" in r.stderr
+    assert "hb/agent.log" in r.stderr
 
 
 def test_a_changed_host_key_is_refused_and_nothing_starts(lab_up):

@@ -88,9 +88,7 @@ def test_logs_are_read_over_ssh(pair):
     cfg_path, _, _ = pair
     out = ftorch("logs", str(cfg_path), "b", "-n", "200").stdout
     assert "agent for e2e on host b is up as backup" in out
-    assert ftorch("logs", str(cfg_path), "a", "--which", "serial").stdout.strip()
-    r = ftorch("logs", str(cfg_path), "a", "--which", "previous", check=False)
-    assert r.returncode == 1 and "cannot read" in r.stderr and "agent.log.1" in r.stderr
+    assert "kvsvc" in ftorch("logs", str(cfg_path), "a", "--which", "serial", "-n", "500").stdout
 
 
 def test_corrupt_frame_is_rejected_and_stream_resumes(pair):
