@@ -84,7 +84,8 @@ def markdown(res: dict, timeout_s: float) -> str:
         return (f"| {label} | {s['p50']:.2f} s | {s['max']:.2f} s |" if s["samples"]
                 else f"| {label} | - | - |")
     return "\n".join([
-        f"## Failover ({len(res['runs'])} runs, SIGKILL of the primary's agent and QEMU)", "",
+        f"## Failover ({len(res['runs'])} runs, SIGKILL of the primary's agent and QEMU"
+        + (f", run {res['date']}" if res.get("date") else "") + ")", "",
         f"Went live: {res['went_live']} of {len(res['runs'])}; client connection and every "
         f"acknowledged record intact: {res['intact']}. Detection is the channel timeout "
         f"({timeout_s:g} s).", "",

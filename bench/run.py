@@ -6,8 +6,9 @@ and the protected pair. Each: boot, wait for the service (and, for the pair, for
 catch up), IDLE_S of idle, then LOAD_S of a client writing over one TCP connection.
 Then the failover runs (bench/failover.py) and the re-protection runs (bench/protect.py).
 Writes bench/results/{replication,failover,protect}.json, bench/results/latest.md and
-bench/results/lag.png. `--report` rebuilds latest.md from those JSON files; `--protect` reruns
-only the re-protection part and rebuilds latest.md with the other parts' last results.
+bench/results/lag.png. `--report` rebuilds latest.md from those JSON files; `--only failover`,
+`--only protect` or `--only failover,protect` reruns those parts and rebuilds latest.md with the
+other parts' last results (`--protect` is `--only protect`).
 """
 from __future__ import annotations
 
@@ -226,12 +227,27 @@ def main() -> int:
         prot = json.loads((OUT / "protect.json").read_text())
         console.print(report(res, fail, prot, res.get("channel_timeout_s", 5.0)))
         return 0
-    if sys.argv[1:] == ["--protect"]:  # rerun re-protection only; the rest from the last run
+    if sys.argv[1:] == ["--protect"]:
+        sys.argv[1:] = ["--only", "protect"]
+    if sys.argv[1:2] == ["--only"] and len(sys.argv) == 3:  # the rest from the last run
+        parts = set(sys.argv[2].split(","))
+        if not parts <= {"failover", "protect"}:
+            console.print("--only takes failover, protect or failover,protect")
+            return 2
         res = json.loads((OUT / "replication.json").read_text())
         fail = json.loads((OUT / "failover.json").read_text())
+        prot = json.loads((OUT / "protect.json").read_text())
+        now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         with tempfile.TemporaryDirectory() as d, Progress(console=console) as progress:
-            prot = protect.run(config(Path(d), "bench"), Path(d), progress)
-        prot["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            cfg = config(Path(d), "bench")
+            try:
+                if "failover" in parts:
+                    fail = {**failover.run(cfg, Path(d), progress), "date": now}
+                if "protect" in parts:
+                    prot = {**protect.run(cfg, Path(d), progress), "date": now}
+            finally:
+                pair.down(load(cfg), timeout=10, force=True)
+                lab.down()
         console.print(report(res, fail, prot, res.get("channel_timeout_s", 5.0)))
         return 0
     OUT.mkdir(parents=True, exist_ok=True)
