@@ -56,7 +56,8 @@ def _connect_from_netns(netns: str, address: str, port: int, timeout: float) -> 
         try:
             fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
         except OSError as e:
-            box["error"] = OSError(e.errno, f"network namespace {netns}: {e.strerror}")
+            box["error"] = OSError(e.errno, f"network namespace {netns} missing ({e.strerror}); "
+                                            "in the lab: `ftorch lab up`")
             return
         try:
             if libc.setns(fd, CLONE_NEWNET) != 0:
