@@ -55,6 +55,13 @@ def test_status_names_the_host_that_does_not_answer_and_why(lab_up):
     assert "hb/agent.log" in r.stderr
 
 
+def test_with_the_lab_down_status_says_to_bring_it_up(tmp_path):
+    lab.down()
+    r = ftorch("status", str(write_config(tmp_path, "hb")), check=False)
+    assert r.returncode == 4
+    assert "network namespace ftorch-ops missing" in r.stderr and "ftorch lab up" in r.stderr
+
+
 def test_a_changed_host_key_is_refused_and_nothing_starts(lab_up):
     cfg_path = lab_up
     known = labssh.OPERATOR_DIR / "known_hosts"
