@@ -12,6 +12,8 @@ from ftorch.rr.replaylog import (
     END,
     HEADER_SIZE,
     INSTRUCTION,
+    MAX_ARRAY,
+    MAX_BLOCK_JUMP,
     REPLAY_VERSION,
     LogParser,
     block_completions,
@@ -115,3 +117,20 @@ def test_scan_file_reports_truncation(tmp_path, real_log):
         scan_file(str(f))
     f.write_bytes(real_log)
     assert scan_file(str(f)).ended
+
+
+def test_impossible_block_ids_and_lengths_are_corruption_not_allocation():
+    p = LogParser()
+    p.feed(block_completions(0, 3))
+    with pytest.raises(LogFormatError, match=r"disk completion 1099511627776 .* corrupt log"):
+        p.feed(block_completions(1 << 40, 1))          # would have allocated 2^40 open ids
+    ok = LogParser()
+    ok.feed(block_completions(MAX_BLOCK_JUMP, 1))      # a completion that overtook the others
+    assert ok.first_open_block == 0 and len(ok.open_blocks) == MAX_BLOCK_JUMP
+    for kind, head in ((9, bytes([0]) + struct.pack(">I", 0)), (23, b""), (27, struct.pack(">I", 0))):
+        event = bytes([kind]) + head + struct.pack(">I", MAX_ARRAY + 1)   # length only
+        with pytest.raises(LogFormatError, match="over 1048576 bytes: corrupt log"):
+            LogParser().feed(event)
+    audio = bytes([26]) + struct.pack(">QQ", 1 << 40, 0)
+    with pytest.raises(LogFormatError, match="audio event of 1099511627776 samples"):
+        LogParser().feed(audio)

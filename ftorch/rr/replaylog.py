@@ -55,11 +55,23 @@ def check_header(header: bytes) -> None:
                              f"{REPLAY_VERSION:#x} (QEMU 10.0)")
 
 
+# Bounds past which an event can only be corruption: QEMU's arrays are a network frame (64 KiB
+# at most), a serial read or a few random bytes; a completion can overtake only the requests in
+# flight with it (virtio-blk's queue depth, 128 here). Without them a corrupt length would make
+# the parser buffer, or a corrupt block id allocate, without end.
+MAX_ARRAY = 1 << 20
+MAX_BLOCK_JUMP = 1024
+
+
 def _array_end(buf: bytes, pos: int) -> int | None:
     """End of a u32-length-prefixed array starting at pos, or None if incomplete."""
     if pos + 4 > len(buf):
         return None
-    end = pos + 4 + struct.unpack_from(">I", buf, pos)[0]
+    length = struct.unpack_from(">I", buf, pos)[0]
+    if length > MAX_ARRAY:
+        raise LogFormatError(f"an event array of {length} bytes at offset {pos} is over "
+                             f"{MAX_ARRAY} bytes: corrupt log")
+    end = pos + 4 + length
     return end if end <= len(buf) else None
 
 
@@ -88,7 +100,11 @@ def _variable_end(kind: int, buf: bytes, pos: int) -> int | None:
     if kind == AUDIO_IN:
         if pos + 16 > n:
             return None
-        end = pos + 16 + 16 * struct.unpack_from(">Q", buf, pos)[0]
+        recorded = struct.unpack_from(">Q", buf, pos)[0]
+        if 16 * recorded > MAX_ARRAY:
+            raise LogFormatError(f"an audio event of {recorded} samples at offset {pos - 1}: "
+                                 "corrupt log")
+        end = pos + 16 + 16 * recorded
         return end if end <= n else None
     raise LogFormatError(f"unknown replay event kind {kind} at offset {pos - 1}")
 
@@ -150,7 +166,7 @@ class LogParser:
                 if kind == INSTRUCTION:
                     icount += unpack(">I", buf, pos + 1)[0]
                 elif kind == ASYNC_BLOCK:
-                    self._completed(unpack(">Q", buf, pos + 1)[0])
+                    self._completed(unpack(">Q", buf, pos + 1)[0], self.offset + pos)
             else:
                 try:
                     end = _variable_end(kind, buf, pos + 1)
@@ -173,7 +189,10 @@ class LogParser:
         self.icount = icount
         return pos
 
-    def _completed(self, block: int) -> None:
+    def _completed(self, block: int, at: int) -> None:
+        if block > self.next_block + MAX_BLOCK_JUMP:
+            raise LogFormatError(f"disk completion {block} at offset {at} is {block - self.next_block} "
+                                 f"past the next request ({self.next_block}): corrupt log")
         if block >= self.next_block:
             if block > self.next_block:
                 self.blocks_out_of_order += 1
