@@ -1,37 +1,35 @@
-"""Agent control socket: one JSON request line, one JSON reply line, over a unix socket."""
+"""Agent control socket: one JSON request line, one JSON reply line, over a unix socket that
+only root on this host can open; other hosts and the operator reach it through `ftorch-host`
+over SSH (rpc/serve.py)."""
 from __future__ import annotations
 
 import json
 import logging
-import socket
+import os
 import socketserver
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ftorch.errors import AgentUnreachable, FtorchError
+from ftorch.errors import FtorchError
 
 log = logging.getLogger("ftorch.control")
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
+MAX_REQUEST = 64 << 10   # a command line is a few hundred bytes; nothing legitimate is larger
 
 
-def call(path: Path, cmd: str, timeout: float = 10.0, **args: Any) -> dict[str, Any]:
-    """Send one command to the agent at path; raise AgentUnreachable or FtorchError."""
+def _request(line: bytes) -> dict[str, Any]:
+    """One request line as a command, or FtorchError saying what is wrong with it."""
+    if len(line) > MAX_REQUEST:
+        raise FtorchError(f"request refused: over {MAX_REQUEST} bytes")
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(str(path))
-            s.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
-            line = s.makefile("rb").readline()
-    except (OSError, TimeoutError) as e:
-        raise AgentUnreachable(f"agent at {path} did not answer {cmd!r}: {e}") from None
-    if not line:
-        raise AgentUnreachable(f"agent at {path} closed the connection on {cmd!r}")
-    reply = json.loads(line)
-    if not reply.get("ok"):
-        raise FtorchError(reply.get("error", "agent error"))
-    return reply
+        req = json.loads(line)
+    except ValueError:
+        raise FtorchError("request refused: not a JSON line") from None
+    if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+        raise FtorchError("request refused: a JSON object with a string `cmd` is expected")
+    return req
 
 
 class ControlServer:
@@ -42,8 +40,7 @@ class ControlServer:
         class _H(socketserver.StreamRequestHandler):
             def handle(self) -> None:
                 try:
-                    req = json.loads(self.rfile.readline())
-                    reply = {"ok": True, **handler(req)}
+                    reply = {"ok": True, **handler(_request(self.rfile.readline(MAX_REQUEST + 1)))}
                 except FtorchError as e:
                     reply = {"ok": False, "error": str(e)}
                 except Exception as e:  # the socket must answer, whatever broke
@@ -51,7 +48,12 @@ class ControlServer:
                     reply = {"ok": False, "error": f"internal error: {e!r}"}
                 self.wfile.write(json.dumps(reply).encode() + b"\n")
 
-        self._server = socketserver.ThreadingUnixStreamServer(str(path), _H)
+        old = os.umask(0o077)   # only root (the agent's user) may connect, from the start
+        try:
+            self._server = socketserver.ThreadingUnixStreamServer(str(path), _H)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="control", daemon=True).start()
 
