@@ -258,3 +258,40 @@ def test_a_clone_stream_of_clock_reads_only_fills_half_the_pipe_and_counts_as_re
         wait(lambda: feeder.offset == start.offset + len(events))
     finally:
         feeder.close()
+
+
+def test_an_ack_beyond_what_was_sent_drops_the_connection_and_releases_nothing(tmp_path):
+    """A peer that acknowledges log it was never sent (a confused or hostile backup) would make
+    the primary release output nobody holds: the sender refuses it and reconnects."""
+    from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode
+    log_path = tmp_path / "rr.log"
+    log_path.write_bytes(bytes(HEADER_SIZE) + events(100))
+    srv = socket.create_server(("127.0.0.1", 0))
+    acks: list[int] = []
+    tail = LogTail(str(log_path), max_chunk=4096)
+    tail.start()
+    sender = Sender(tail, srv.getsockname(), "t", heartbeat_s=0.1, timeout_s=2.0,
+                    on_ack=acks.append)
+
+    def impostor() -> None:
+        for _ in range(2):   # two sessions: the sender comes back after the refusal
+            conn, _ = srv.accept()
+            with conn:
+                conn.sendall(encode(Frame(Kind.HELLO, HEADER_SIZE, 0, b"t")))
+                dec = FrameDecoder()
+                while not any(f.kind == Kind.DATA for f in dec.feed(conn.recv(65536))):
+                    pass
+                conn.sendall(encode(Frame(Kind.ACK, 1 << 40, 0)))
+                while conn.recv(65536):
+                    pass
+
+    t = threading.Thread(target=impostor, daemon=True)
+    t.start()
+    sender.start()
+    try:
+        wait(lambda: sender.stats.refused_acks >= 2 and sender.stats.connects >= 2)
+        assert sender.stats.acked_offset == HEADER_SIZE and max(acks) == HEADER_SIZE
+    finally:
+        sender.stop()
+        tail.stop()
+        srv.close()

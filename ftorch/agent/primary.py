@@ -153,7 +153,7 @@ class Primary:
             "log_error": self.tail.error,
             "channel": {"state": s.state, "sent_bytes": s.sent_bytes, "sent_offset": s.sent_offset,
                         "acked_offset": s.acked_offset, "connects": s.connects,
-                        "finished": s.finished},
+                        "finished": s.finished, "refused_acks": s.refused_acks},
             "backup_icount": s.backup_icount,
             "lag_instructions": max(0, icount - s.backup_icount),
             "net": {"frames_in": self.net.frames_in, "frames_out": self.net.frames_out},

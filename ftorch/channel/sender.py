@@ -31,6 +31,7 @@ class SenderStats:
     sent_bytes: int = 0          # log bytes sent, resends included
     sent_offset: int = 0
     acked_offset: int = 0
+    refused_acks: int = 0        # ACKs past what was sent: a confused or hostile peer
     backup_icount: int = 0
     connects: int = 0
     last_heard: float = 0.0
@@ -109,7 +110,7 @@ class Sender(Worker):
     def _stream(self, sock: socket.socket, dec: FrameDecoder, offset: int) -> None:
         last_send = time.monotonic()
         while not self._stop.is_set():
-            self._read_acks(sock, dec)
+            self._read_acks(sock, dec, offset)
             if time.monotonic() - self.stats.last_heard > self.timeout_s:
                 raise ChannelError(f"backup silent for {self.timeout_s:.1f} s")
             if self.tail.error:
@@ -158,12 +159,19 @@ class Sender(Worker):
         self.stats.sent_bytes += chunk.length
         self.stats.sent_offset = chunk.end
 
-    def _read_acks(self, sock: socket.socket, dec: FrameDecoder) -> None:
+    def _read_acks(self, sock: socket.socket, dec: FrameDecoder, sent: int) -> None:
+        """Take the backup's ACKs and heartbeats; `sent` is the end of what this session sent
+        (or the HELLO's offset): an ACK past it is not the backup's, and would release output
+        for log the backup never had."""
         while select.select([sock], [], [], 0)[0]:
             data = sock.recv(65536)
             if not data:
                 raise ChannelError("backup closed the connection")
             for f in dec.feed(data):
+                if f.kind == Kind.ACK and f.offset > sent:
+                    self.stats.refused_acks += 1
+                    raise ChannelError(f"ACK of offset {f.offset} beyond what was sent ({sent}): "
+                                       "protocol error, dropping the connection")
                 self.stats.last_heard = time.monotonic()
                 if f.kind == Kind.ACK:
                     self._acked(f.offset)
