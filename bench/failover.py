@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.progress import Progress
@@ -26,8 +27,10 @@ KILL_AFTER = 100
 CLIENT_S = 30.0
 
 
-def _released(cfg) -> int:
-    return pair.try_status(cfg, "a").get("gate", {}).get("released", 0)
+def released(cfg) -> int:
+    """Frames the primary on host A let out through its gate."""
+    p = pair.try_status(cfg, "a").primary
+    return p.gate.released if p and p.gate else 0
 
 
 def one_run(cfg_path: Path, tmp: Path, i: int) -> dict:
@@ -38,17 +41,17 @@ def one_run(cfg_path: Path, tmp: Path, i: int) -> dict:
     try:
         pair.wait_caught_up(cfg, timeout=300)
         out = tmp / f"failover{i}.json"
-        released = _released(cfg)
+        before = released(cfg)
         proc = subprocess.Popen(
             ["ip", "netns", "exec", lab.CLIENT_NS, sys.executable, str(ROOT / "tools/kvclient.py"),
              "--duration", str(CLIENT_S), "--verify", "--out", str(out)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        pair.wait_for(lambda: _released(cfg) > released + KILL_AFTER, 90, "the client to write")
+        pair.wait_for(lambda: released(cfg) > before + KILL_AFTER, 90, "the client to write")
         killed_at = time.time()
         lab.kill_host(paths(cfg, "a").pid, domain_name(cfg, "a"))
-        pair.wait_for(lambda: pair.try_status(cfg, "b").get("role") in ("live-alone", "fenced"),
+        pair.wait_for(lambda: pair.try_status(cfg, "b").role in ("live-alone", "fenced"),
                       180, "host B to go live")
-        fo = pair.try_status(cfg, "b")["failover"]
+        fo = asdict(pair.try_status(cfg, "b").failover)
         proc.wait(timeout=CLIENT_S + 300)
         res = json.loads(out.read_text())
     finally:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import yaml
+from failover import released
 from rich.progress import Progress
 
 from ftorch.config import load
@@ -43,7 +44,7 @@ def _client(tmp: Path, name: str, duration: float) -> subprocess.Popen:
 
 
 def _settled_alone(cfg, key: str) -> bool:
-    return pair.try_status(cfg, key).get("role") == "live-alone"
+    return pair.try_status(cfg, key).role == "live-alone"
 
 
 def clones(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
@@ -56,7 +57,7 @@ def clones(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
     pauses, first_try, tries, errors = [], 0, 0, []
     steps: dict[str, list[float]] = {}
     try:
-        pair.wait_for(lambda: (pair.try_status(cfg, "a").get("gate") or {}).get("released", 0) > 50,
+        pair.wait_for(lambda: released(cfg) > 50,
                       300, "the client to be writing (the guest has booted)")
         for _ in range(CLONES):
             tries += 1
@@ -69,7 +70,8 @@ def clones(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
             except FtorchError as e:
                 progress.console.print(f"clone failed: {e}")
                 errors.append(str(e))
-                failed_pause = pair.try_status(cfg, "a").get("reprotect", {}).get("pause_s")
+                last = pair.try_status(cfg, "a").reprotect
+                failed_pause = last.pause_s if last else None
                 if failed_pause is not None:
                     pauses.append(failed_pause)   # the pause happened all the same
                 continue

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import failover
@@ -109,9 +110,9 @@ def scenario(name: str, mode: str, cfg_path: Path, tmp: Path, progress: Progress
 
     def sample() -> None:
         while sampling:
-            s = pair.try_status(cfg, "b")
-            if isinstance(s.get("lag_seconds"), float):
-                lag_samples.append((time.time(), s["lag_seconds"]))
+            b = pair.try_status(cfg, "b").backup
+            if b is not None and isinstance(b.lag_seconds, float):
+                lag_samples.append((time.time(), b.lag_seconds))
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -136,15 +137,17 @@ def scenario(name: str, mode: str, cfg_path: Path, tmp: Path, progress: Progress
         result["log_mbit_s"] = {"idle": (b1 - b0) * 8 / 1e6 / (t1 - t0),
                                 "load": (b2 - b1) * 8 / 1e6 / (t2 - t1)}
     if mode == "protected":
-        a = st["hosts"]["a"]
+        a = st.hosts["a"].primary
+        assert a is not None, "host A is no longer the primary"
         ta, tb = ticks["a"].seen, ticks["b"].seen
         tick_lag = [tb[n] - ta[n] for n in ta if n in tb and ta[n] >= t0]
-        result["staleness_s"] = a["staleness_s"]
-        result["gate"] = a.get("gate")
+        result["staleness_s"] = asdict(a.staleness_s)
+        result["gate"] = asdict(a.gate) if a.gate else None
         result["lag_s_serial"] = summary(tick_lag)
         result["lag_s_status"] = summary([v for _, v in lag_samples])
         result["lag_trace"] = [(round(t - t0, 3), round(v, 4)) for t, v in lag_samples]
-        result["backup_break_hits"] = st["hosts"]["b"].get("break_hits")
+        b = st.hosts["b"].backup
+        result["backup_break_hits"] = b.break_hits if b else None
     progress.update(task, description=f"{name}: stopping")
     pair.down(cfg, timeout=300, force=mode != "protected")
     progress.update(task, description=f"{name}: done", completed=1, total=1)

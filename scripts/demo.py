@@ -14,31 +14,18 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
 from ftorch.config import load
 from ftorch.host import lab
 from ftorch.host.layout import domain_name, paths
 from ftorch.ops import pair
+from ftorch.ops.cli import status_table
+from ftorch.status import SideStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 
 console = Console()
 WRITE_S = 20
-
-
-def table(st: dict, frames_in: int) -> Table:
-    t = Table(title=f"pair {st['pair']}: {frames_in} network frames from the client reached the "
-                    "guest (each one in the log)")
-    for c in ("host", "role", "guest", "instructions", "lag (instr)", "lag (s)", "log bytes acked"):
-        t.add_column(c)
-    for key, s in st["hosts"].items():
-        lag = s.get("lag_seconds")
-        t.add_row(key, s.get("role", "?"), str(s.get("guest", s.get("error", ""))),
-                  f"{s.get('icount', 0):,}", f"{s.get('lag_instructions', 0):,}",
-                  f"{lag:.3f}" if isinstance(lag, float) else "-",
-                  f"{s.get('channel', {}).get('acked_offset', 0):,}")
-    return t
 
 
 def watch(cfg, title: str, done, timeout: float) -> float:
@@ -47,8 +34,9 @@ def watch(cfg, title: str, done, timeout: float) -> float:
     with Live(console=console, refresh_per_second=2) as live:
         while True:
             st = pair.status(cfg)
-            frames = sum(s.get("net", {}).get("frames_in", 0) for s in st["hosts"].values())
-            live.update(table(st, frames))
+            frames = sum(s.primary.net.frames_in for s in st.hosts.values() if s.primary)
+            live.update(status_table(st, f"pair {st.pair}: {frames} network frames from the "
+                                         "client reached the guest (each one in the log)"))
             if done(st):
                 return time.monotonic() - t0
             if time.monotonic() - t0 > timeout:
@@ -80,16 +68,19 @@ def main() -> int:
     console.print("SIGKILL to host A's agent and QEMU. Host B notices the silence "
                   f"({cfg.channel.timeout_s:.0f} s), wins the pair, replays what it received and "
                   "goes live with the guest's memory, disk and connections:")
-    base = pair.try_status(cfg, "b").get("net", {}).get("frames_out", 0)
+    def frames_out(side: SideStatus) -> int:
+        return side.primary.net.frames_out if side.primary else 0
+
+    base = frames_out(pair.try_status(cfg, "b"))
     took = watch(cfg, "host B to go live and answer",
-                 lambda st: st["hosts"]["b"].get("role") == "live-alone"
-                 and st["hosts"]["b"].get("net", {}).get("frames_out", 0) > base + 10, 180)
+                 lambda st: st.hosts["b"].role == "live-alone"
+                 and frames_out(st.hosts["b"]) > base + 10, 180)
     console.print(f"host B live and answering the same client connection {took:.1f} s after "
                   "the kill")
     console.print("host A's place is free again: host B clones the running guest onto it "
                   "(failover.reprotect)…")
     took = watch(cfg, "protection again",
-                 lambda st: pair.protected(st["hosts"]["b"], st["hosts"]["a"]), 300)
+                 lambda st: pair.protected(st.hosts["b"], st.hosts["a"]), 300)
     console.print(f"protected again by host A {took:.1f} s after going live")
     pair.wait_caught_up(cfg, timeout=300)
 

@@ -18,6 +18,7 @@ from ftorch.host.prepare import qemu_ids
 from ftorch.host.virt import Guest, Host, check_emulator
 from ftorch.rr.domain import Mode, render
 from ftorch.rr.snapshot import read_section, repair
+from ftorch.status import BackupStatus, ChannelStatus
 
 log = logging.getLogger("ftorch.backup")
 
@@ -117,28 +118,22 @@ class Backup:
         self.host.destroy(domain_name(self.cfg, self.key))
         self.feeder.close()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> BackupStatus:
         r, c = self.receiver.stats, self.controller
         icount = c.icount if c else 0
-        return {
-            "role": "backup",
-            "guest": (c.status if c and not c.error else ("exited" if c else "waiting for log")),
-            "icount": icount, "fed_offset": self.feeder.offset, "fed_icount": self.feeder.icount,
-            "received_offset": self.feeder.received,
-            "received_icount": self.feeder.received_icount,
-            "log_ended": self.feeder.ended, "feed_error": self.feeder.error,
-            "replay_finished": bool(c and c.finished),
-            "replay_error": c.error if c else None,
-            "channel": {"state": r.state, "received_bytes": r.received_bytes,
-                        "acked_offset": self.feeder.received, "connects": r.connects,
-                        "corrupt_frames": r.corrupt_frames, "last_error": r.last_error,
-                        "partial_dropped": r.partial_dropped},
-            "primary_icount": r.primary_icount,
-            "lag_instructions": max(0, r.primary_icount - icount),
-            "lag_seconds": c.lag_seconds() if c else None,
-            "break_hits": c.break_hits if c else 0,
-            "start_icount": self.feeder.start.icount, "start_error": self.start_error,
-        }
+        return BackupStatus(
+            guest=(c.status if c and not c.error else ("exited" if c else "waiting for log")),
+            icount=icount, fed_offset=self.feeder.offset, fed_icount=self.feeder.icount,
+            received_offset=self.feeder.received, received_icount=self.feeder.received_icount,
+            log_ended=self.feeder.ended, feed_error=self.feeder.error,
+            replay_finished=bool(c and c.finished), replay_error=c.error if c else None,
+            channel=ChannelStatus(state=r.state, received_bytes=r.received_bytes,
+                                  acked_offset=self.feeder.received, connects=r.connects,
+                                  corrupt_frames=r.corrupt_frames, last_error=r.last_error,
+                                  partial_dropped=r.partial_dropped),
+            primary_icount=r.primary_icount, lag_instructions=max(0, r.primary_icount - icount),
+            lag_seconds=c.lag_seconds() if c else None, break_hits=c.break_hits if c else 0,
+            start_icount=self.feeder.start.icount, start_error=self.start_error)
 
 
 class Standby:
@@ -150,5 +145,5 @@ class Standby:
     def close(self) -> None:
         pass
 
-    def status(self) -> dict[str, Any]:
-        return {"role": "standby"}
+    def status(self) -> None:
+        return None   # nothing runs yet

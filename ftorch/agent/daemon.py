@@ -21,6 +21,7 @@ from ftorch.config import load
 from ftorch.errors import FtorchError
 from ftorch.host.layout import paths
 from ftorch.host.virt import Host
+from ftorch.status import BackupStatus, PrimaryStatus, ReprotectStatus, SideStatus
 from ftorch.worker import Worker
 
 log = logging.getLogger("ftorch.agent")
@@ -79,20 +80,28 @@ class Agent:
             return {"armed": self.watch is not None}
         return None
 
+    def status(self) -> SideStatus:
+        """This side as the operator sees it: its role's record, and the watch's role once the
+        watch has decided (live alone, fenced, handed over)."""
+        rec = self.role.status()
+        role = "standby" if rec is None else "primary" if isinstance(rec, PrimaryStatus) else "backup"
+        if self.watch is not None and self.watch.role in (Role.LIVE_ALONE, Role.FENCED,
+                                                          Role.HANDED_OVER):
+            role = str(self.watch.role)
+        return SideStatus(
+            host=self.key, role=role, pair=self.cfg.pair, pid=os.getpid(),
+            primary=rec if isinstance(rec, PrimaryStatus) else None,
+            backup=rec if isinstance(rec, BackupStatus) else None,
+            failover=self.watch.status() if self.watch is not None else None,
+            reprotect=self.reprotect.last)
+
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd in FAULT_COMMANDS and not self.cfg.debug.faults:
             raise FtorchError(f"{cmd}: fault injection is off for pair {self.cfg.pair} "
                               "(debug.faults in the config, for tests only)")
         if cmd == "status":
-            st = {"host": self.key, "pair": self.cfg.pair, "pid": os.getpid(), **self.role.status()}
-            if self.reprotect.last:
-                st["reprotect"] = self.reprotect.last
-            if self.watch is not None:
-                st["failover"] = self.watch.status()
-                if self.watch.role in (Role.LIVE_ALONE, Role.FENCED, Role.HANDED_OVER):
-                    st["role"] = str(self.watch.role)
-            return st
+            return self.status().to_json()
         if cmd == "stop-guest" and isinstance(self.role, Primary):
             return self.role.stop_guest()
         if cmd == "wait-finished" and isinstance(self.role, Backup):
@@ -124,8 +133,9 @@ class Agent:
                                   "(failover.enabled in the config)")
             timeout = float(req.get("timeout_", 60))
             if cmd == "handover":
-                return self.watch.handover(timeout)
-            return self.watch.take_over(timeout) if cmd == "take-over" else self.watch.resume()
+                return asdict(self.watch.handover(timeout))
+            return asdict(self.watch.take_over(timeout) if cmd == "take-over"
+                          else self.watch.resume())
         reply = self._clone_command(cmd, req)
         if reply is not None:
             return reply
@@ -170,7 +180,7 @@ class Reprotector(Worker):
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self.last: dict[str, Any] = {}
+        self.last: ReprotectStatus | None = None
         self._lock = threading.Lock()
         super().__init__()
 
@@ -190,13 +200,14 @@ class Reprotector(Worker):
             assert isinstance(a.role, Primary)
             gen = a.watch.generation if a.watch else None
             fault, a.clone_fault = a.clone_fault, None
-            res = asdict(protect(a.cfg, a.key, a.role, gen, swap=a.replace_primary, fault=fault))
+            res = protect(a.cfg, a.key, a.role, gen, swap=a.replace_primary, fault=fault)
             a.arm()
-            self.last = {"ok": True, **res}
-            return res
+            self.last = ReprotectStatus(ok=True, at=time.time(), pause_s=res.pause_s, peer=res.peer,
+                                        tag=res.tag, icount=res.icount, passed_s=res.passed_s)
+            return asdict(res)
         except FtorchError as e:
-            self.last = {"ok": False, "error": str(e), "at": time.time(),
-                         "pause_s": getattr(e, "pause_s", None)}
+            self.last = ReprotectStatus(ok=False, error=str(e), at=time.time(),
+                                        pause_s=getattr(e, "pause_s", None))
             raise
         finally:
             self._lock.release()

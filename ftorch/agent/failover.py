@@ -24,6 +24,7 @@ from ftorch.arbiter.roles import Action, Event, Role, step
 from ftorch.arbiter.rules import ArbiterError, claim_target
 from ftorch.arbiter.sharedlock import SharedLock
 from ftorch.errors import FtorchError
+from ftorch.status import FailoverStatus
 from ftorch.worker import Worker
 
 log = logging.getLogger("ftorch.failover")
@@ -190,14 +191,14 @@ class FailoverWatch(Worker):
         if self.role != role:
             raise FtorchError(f"{what}: host {self.key} is {self.role}, not {role}")
 
-    def handover(self, timeout: float) -> dict:
+    def handover(self, timeout: float) -> FailoverStatus:
         """Primary: pause, end the stream, wait until the backup holds all of it."""
         self._require(Role.PRIMARY, "handover")
         self._timeout = timeout
         self.submit(Event.HANDOVER, timeout + 30)
         return self.status()
 
-    def take_over(self, timeout: float) -> dict:
+    def take_over(self, timeout: float) -> FailoverStatus:
         """Backup, after the handover: claim the next generation and go live."""
         self._require(Role.BACKUP, "take-over")
         r = self.subject.receiver.stats
@@ -210,7 +211,7 @@ class FailoverWatch(Worker):
         self.submit(Event.TAKE_OVER, timeout + 300)   # a go-live replays what it has first
         return self.status()
 
-    def resume(self) -> dict:
+    def resume(self) -> FailoverStatus:
         """Handed-over primary whose backup did not take over: claim the pair back, go on alone."""
         self._require(Role.HANDED_OVER, "resume")
         self.submit(Event.RESUME, 60)
@@ -222,6 +223,6 @@ class FailoverWatch(Worker):
         self._events.put((Event.OPERATOR_STOP, threading.Event(), []))
         self._stop.set()
 
-    def status(self) -> dict:
-        return {"state": str(self.role), "generation": self.generation, "reason": self.reason,
-                "error": self.error, "stream": self.stream, **self.times}
+    def status(self) -> FailoverStatus:
+        return FailoverStatus(state=str(self.role), generation=self.generation, reason=self.reason,
+                              error=self.error, stream=dict(self.stream), **self.times)

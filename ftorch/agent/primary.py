@@ -15,6 +15,7 @@ from ftorch.host.layout import domain_name, guest_spec, paths
 from ftorch.host.virt import Guest, Host, check_emulator
 from ftorch.rr.domain import Mode, render
 from ftorch.stats import summary
+from ftorch.status import ChannelStatus, GateStatus, NetStatus, PrimaryStatus, Summary
 
 log = logging.getLogger("ftorch.primary")
 
@@ -135,7 +136,7 @@ class Primary:
         self.tail.stop()
         self.host.destroy(name)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> PrimaryStatus:
         s = self.sender.stats
         offset, icount = self.tail.head()
         active = self.guest is not None and self.guest.is_active()
@@ -146,19 +147,16 @@ class Primary:
                 pass
         g = self.net.gated
         delays = summary(g.delays) if g else {}
-        return {
-            "role": "primary", "mode": self.mode,
-            "guest": "running" if active else ("ended" if self.tail.ended else "stopped"),
-            "icount": icount, "log_offset": offset, "log_ended": self.tail.ended,
-            "log_error": self.tail.error,
-            "channel": {"state": s.state, "sent_bytes": s.sent_bytes, "sent_offset": s.sent_offset,
-                        "acked_offset": s.acked_offset, "connects": s.connects,
-                        "finished": s.finished, "refused_acks": s.refused_acks},
-            "backup_icount": s.backup_icount,
-            "lag_instructions": max(0, icount - s.backup_icount),
-            "net": {"frames_in": self.net.frames_in, "frames_out": self.net.frames_out},
-            "gate": None if g is None else {
-                "held": g.gate.held, "released": g.gate.released, "open": g.gate.open,
-                "delay_p50": delays["p50"], "delay_p99": delays["p99"]},
-            "staleness_s": summary(s.staleness),
-        }
+        return PrimaryStatus(
+            mode=self.mode,
+            guest="running" if active else ("ended" if self.tail.ended else "stopped"),
+            icount=icount, log_offset=offset, log_ended=self.tail.ended, log_error=self.tail.error,
+            channel=ChannelStatus(state=s.state, sent_bytes=s.sent_bytes,
+                                  sent_offset=s.sent_offset, acked_offset=s.acked_offset,
+                                  connects=s.connects, finished=s.finished,
+                                  refused_acks=s.refused_acks),
+            backup_icount=s.backup_icount, lag_instructions=max(0, icount - s.backup_icount),
+            net=NetStatus(self.net.frames_in, self.net.frames_out),
+            gate=None if g is None else GateStatus(g.gate.held, g.gate.released, g.gate.open,
+                                                   delays["p50"], delays["p99"]),
+            staleness_s=Summary(**summary(s.staleness)))

@@ -31,6 +31,7 @@ from ftorch.host.layout import paths
 from ftorch.host.prepare import BOOT_FILES
 from ftorch.rpc.hosts import Hosts, pair_dir
 from ftorch.rr.snapshot import write_section
+from ftorch.status import BackupStatus
 from ftorch.wait import wait_for
 
 log = logging.getLogger("ftorch.protect")
@@ -99,7 +100,7 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
         hosts(peer).prepare_pair(there, {n: here.root / n for n in BOOT_FILES},
                                  (here.root / "pair.yaml").read_text())
         hosts(peer).start_agent(there, peer, "standby")
-        wait_for(lambda: hosts.status(peer).get("role") == "standby", 60,
+        wait_for(lambda: hosts.status(peer).role == "standby", 60,
                  f"the standby agent on host {peer} (see {there}/agent.log there)")
         info = clone(current[0], tag, staging, timeout=30, swap=swapped)
         t0 = time.monotonic()
@@ -151,12 +152,11 @@ def _wait_passed(hosts: Hosts, peer: str, icount: int) -> None:
     goal = icount + PASS_MARGIN
     last, since = -1, time.monotonic()
     while True:
-        st = hosts.status(peer)
-        error = st.get("start_error") or st.get("replay_error")
+        st = hosts.status(peer).backup or BackupStatus()
+        error = st.start_error or st.replay_error
         if error:
             raise ProtectError(f"the backup on host {peer} failed: {error}")
-        now_icount = st.get("icount") or 0
-        received = st.get("received_icount") or 0
+        now_icount, received = st.icount, st.received_icount
         if now_icount > goal and received - now_icount < LEVEL_INSTRUCTIONS:
             return
         if now_icount != last:
@@ -164,11 +164,11 @@ def _wait_passed(hosts: Hosts, peer: str, icount: int) -> None:
         grew = received > goal
         if grew and time.monotonic() - since > STALL_S and not now_icount:
             raise ProtectError(f"the backup on host {peer} did not start its replay in "
-                               f"{STALL_S:.0f} s with {st.get('received_icount')} instructions "
+                               f"{STALL_S:.0f} s with {received} instructions "
                                f"of log received (see its agent.log)")
         if grew and time.monotonic() - since > STALL_S:
             raise ProtectError(f"the clone's replay on host {peer} is stuck at icount {now_icount} "
-                               f"(snapshot at {icount}, {st.get('received_icount')} received): "
+                               f"(snapshot at {icount}, {received} received): "
                                "it does not follow the log (see docs/qemu-notes.md, clones)")
         if time.monotonic() > deadline:
             raise ProtectError(f"the backup on host {peer} did not replay past the snapshot "
@@ -181,7 +181,7 @@ def _roll_back(hosts: Hosts, peer: str, primary: Primary) -> None:
     primary.unprotect()
     try:
         hosts.agent(peer, "quit", timeout=10)
-        wait_for(lambda: hosts.status(peer).get("role") == "unreachable", 60,
+        wait_for(lambda: not hosts.status(peer).reachable, 60,
                  f"the agent on host {peer} to quit")
     except FtorchError as e:
         log.warning("stopping the agent on host %s: %s", peer, e)

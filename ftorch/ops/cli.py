@@ -18,6 +18,8 @@ from ftorch.config import PairConfig, load
 from ftorch.errors import ConfigError, FtorchError
 from ftorch.host import lab as lab_mod
 from ftorch.ops import pair as pair_ops
+from ftorch.ops.pair import PairStatus
+from ftorch.status import SideStatus
 
 app = typer.Typer(help="Fault-tolerant VMs on QEMU record/replay: a primary records, a backup "
                        "replays its log a short way behind.", no_args_is_help=True,
@@ -111,29 +113,28 @@ def up(config: str = typer.Argument(..., help="The pair's YAML config."),
                   + (", backup on host b" if mode == "protected" else f" ({mode}, no backup)"))
 
 
-def _lag(s: dict[str, Any]) -> str:
-    lag_s = s.get("lag_seconds")
-    return f"{lag_s:.3f}" if isinstance(lag_s, float) else ""
+def _row(key: str, s: SideStatus) -> tuple[str, ...]:
+    gen = s.failover.generation if s.failover else None
+    lag_s = s.backup.lag_seconds if s.backup else None
+    ch, behind = s.channel, s.lag_instructions
+    live = s.primary or s.backup
+    return (key, s.role, "" if gen is None else str(gen), s.guest,
+            f"{s.icount / 1e6:.1f}" if live else "",
+            f"{lag_s:.3f}" if isinstance(lag_s, float) else "",
+            f"{behind / 1e6:.2f}" if behind is not None else "",
+            ch.state if ch else "", f"{ch.acked_offset / 2**20:.1f}" if ch else "")
 
 
-def _status_table(data: dict[str, Any]) -> None:
-    # fits 80 columns: counts in millions, one short channel column
-    t = Table(title=f"pair {data['pair']}", box=None, pad_edge=False)
+def status_table(data: PairStatus, title: str = "") -> Table:
+    """The pair's status as a table that fits 80 columns (counts in millions)."""
+    t = Table(title=title or f"pair {data.pair}", box=None, pad_edge=False)
     for col, just in (("host", "left"), ("role", "left"), ("gen", "right"), ("guest", "left"),
                       ("icount M", "right"), ("lag s", "right"), ("lag M", "right"),
                       ("channel", "left"), ("acked MiB", "right")):
         t.add_column(col, justify=just, no_wrap=True)
-    for key, s in data["hosts"].items():
-        ch = s.get("channel", {})
-        gen = (s.get("failover") or {}).get("generation")
-        icount, behind = s.get("icount"), s.get("lag_instructions")
-        acked = ch.get("acked_offset")
-        t.add_row(key, s.get("role", "?"), "" if gen is None else str(gen),
-                  str(s.get("guest", "")) if s.get("role") != "unreachable" else "",
-                  f"{icount / 1e6:.1f}" if isinstance(icount, int) else "",
-                  _lag(s), f"{behind / 1e6:.2f}" if isinstance(behind, int) else "",
-                  str(ch.get("state", "")), f"{acked / 2**20:.1f}" if isinstance(acked, int) else "")
-    console.print(t)
+    for key, s in data.hosts.items():
+        t.add_row(*_row(key, s))
+    return t
 
 
 @app.command()
@@ -147,11 +148,13 @@ def status(config: str = typer.Argument(..., help="The pair's YAML config."),
     """
     cfg = _config(config)
     data = pair_ops.status(cfg)
-    _emit(data, as_json, _status_table)
-    down = [(k, h) for k, h in data["hosts"].items() if h.get("role") == "unreachable"]
-    for _, h in down:
-        err.print(f"[red]error:[/red] {escape(h.get('error', ''))}", highlight=False,
-                  soft_wrap=True)
+    if as_json:
+        print(json.dumps(data.to_json(), indent=2, sort_keys=True))
+    else:
+        console.print(status_table(data))
+    down = [h for h in data.hosts.values() if not h.reachable]
+    for h in down:
+        err.print(f"[red]error:[/red] {escape(h.error)}", highlight=False, soft_wrap=True)
     if down:
         raise typer.Exit(4)
 

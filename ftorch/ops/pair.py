@@ -1,6 +1,7 @@
 """Operations on a pair from the operator's side: up, status, down. Agents do the work."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ftorch.channel.horizon import LEVEL_INSTRUCTIONS
@@ -9,10 +10,11 @@ from ftorch.errors import AgentUnreachable, FtorchError
 from ftorch.host.layout import domain_name
 from ftorch.host.prepare import image_files
 from ftorch.rpc.hosts import Hosts, pair_dir
+from ftorch.status import SideStatus
 from ftorch.wait import wait_for
 
 __all__ = ["agent_call", "try_status", "wait_for", "wait_caught_up", "up", "status", "down",
-           "protected", "live_side"]
+           "protected", "live_side", "PairStatus"]
 ROLE_OF = {"a": "primary", "b": "backup"}
 
 
@@ -20,7 +22,7 @@ def agent_call(cfg: PairConfig, key: str, cmd: str, timeout: float = 10.0, **arg
     return Hosts(cfg).agent(key, cmd, timeout=timeout, **args)
 
 
-def try_status(cfg: PairConfig, key: str) -> dict[str, Any]:
+def try_status(cfg: PairConfig, key: str) -> SideStatus:
     """An agent's status, or a stand-in saying why it is unreachable."""
     return Hosts(cfg).status(key)
 
@@ -35,10 +37,9 @@ def wait_caught_up(cfg: PairConfig, timeout: float, max_behind: int = LEVEL_INST
 
     def caught_up() -> bool:
         sides = [try_status(cfg, k) for k in ("b", "a")]
-        st = next((s for s in sides if s.get("role") == "backup"), sides[0])
-        behind = st.get("lag_instructions")
-        started = st.get("guest") in ("running", "paused") and isinstance(behind, int)
-        recent.append(behind if started else 1 << 62)
+        b = next((s.backup for s in sides if s.role == "backup" and s.backup), None)
+        started = b is not None and b.guest in ("running", "paused")
+        recent.append(b.lag_instructions if b is not None and started else 1 << 62)
         return len(recent) >= samples and max(recent[-samples:]) < max_behind
 
     wait_for(caught_up, timeout, f"the backup to replay its backlog (under {max_behind} "
@@ -46,7 +47,7 @@ def wait_caught_up(cfg: PairConfig, timeout: float, max_behind: int = LEVEL_INST
 
 
 def _reachable(cfg: PairConfig, key: str) -> bool:
-    return try_status(cfg, key).get("role") != "unreachable"
+    return try_status(cfg, key).reachable
 
 
 def up(cfg: PairConfig, wait: bool, timeout: float, mode: str = "protected") -> None:
@@ -72,31 +73,43 @@ def up(cfg: PairConfig, wait: bool, timeout: float, mode: str = "protected") -> 
         wait_for(lambda k=key: _reachable(cfg, k), 30, f"the agent on host {key} "
                  f"(see {where}/agent.log there)")
     if wait and mode == "protected":
-        wait_for(lambda: try_status(cfg, "b").get("guest") in ("running", "paused"), timeout,
+        wait_for(lambda: try_status(cfg, "b").guest in ("running", "paused"), timeout,
                  "the backup to start replaying")
 
 
-def status(cfg: PairConfig) -> dict[str, Any]:
-    return {"pair": cfg.pair, "hosts": {k: try_status(cfg, k) for k in ("a", "b")}}
+@dataclass(frozen=True)
+class PairStatus:
+    pair: str
+    hosts: dict[str, SideStatus]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pair": self.pair, "hosts": {k: s.to_json() for k, s in self.hosts.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PairStatus:
+        return cls(data["pair"], {k: SideStatus.from_json(v) for k, v in data["hosts"].items()})
 
 
-def protected(primary: dict[str, Any], backup: dict[str, Any]) -> bool:
+def status(cfg: PairConfig) -> PairStatus:
+    return PairStatus(cfg.pair, {k: try_status(cfg, k) for k in ("a", "b")})
+
+
+def protected(primary: SideStatus, backup: SideStatus) -> bool:
     """Two status answers describe a protected pair: a streaming primary, and a backup that
     replays and watches it (armed only once a clone's replay has passed its snapshot)."""
-    return (primary.get("role") == "primary" and primary.get("mode") == "protected"
-            and backup.get("role") == "backup"
-            and backup.get("icount", 0) > backup.get("start_icount", 1 << 62)
-            and backup.get("failover", {}).get("state") == "backup")
+    return (primary.role == "primary" and primary.mode == "protected"
+            and backup.role == "backup" and backup.backup is not None
+            and backup.backup.icount > backup.backup.start_icount
+            and backup.failover is not None and backup.failover.state == "backup")
 
 
 def live_side(cfg: PairConfig) -> str:
     """The host whose guest runs alone (unprotected, or live after a failover)."""
     st = {k: try_status(cfg, k) for k in ("a", "b")}
     for key, s in st.items():
-        if s.get("role") == "live-alone" or (s.get("role") == "primary"
-                                              and s.get("mode") == "unprotected"):
+        if s.role == "live-alone" or (s.role == "primary" and s.mode == "unprotected"):
             return key
-    roles = ", ".join(f"host {k} is {s.get('role')}" for k, s in st.items())
+    roles = ", ".join(f"host {k} is {s.role}" for k, s in st.items())
     raise FtorchError(f"no guest of pair {cfg.pair} runs alone ({roles}): nothing to protect")
 
 
@@ -104,13 +117,13 @@ def down(cfg: PairConfig, timeout: float, force: bool) -> dict[str, Any]:
     """Stop the pair. Cleanly: the primary stops, the backup replays to the end, both quit."""
     result: dict[str, Any] = {"pair": cfg.pair}
     # after a failover and re-protection the primary may be host B
-    primary = next((k for k in ("a", "b") if try_status(cfg, k).get("mode") == "protected"), None)
+    primary = next((k for k in ("a", "b") if try_status(cfg, k).mode == "protected"), None)
     if not force and primary and _reachable(cfg, cfg.peer(primary)):
         agent_call(cfg, primary, "stop-guest")
         done = agent_call(cfg, cfg.peer(primary), "wait-finished", timeout=timeout + 5,
                           timeout_=timeout)
         result["backup"] = done
-        result["primary"] = {"host": primary, **try_status(cfg, primary)}
+        result["primary"] = try_status(cfg, primary).to_json()
     order = (cfg.peer(primary), primary) if primary else ("b", "a")
     unreachable = []
     for key in order:  # the backup first: it must not take a quitting primary for dead

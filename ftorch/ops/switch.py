@@ -14,24 +14,24 @@ from typing import Any
 from ftorch.config import PairConfig
 from ftorch.errors import FtorchError
 from ftorch.ops.pair import agent_call, try_status, wait_for
+from ftorch.status import FailoverStatus, SideStatus, decode
 
 log = logging.getLogger("ftorch.switch")
 MAX_LAG_S = 5.0
 
 
-def _sides(cfg: PairConfig) -> tuple[str, str, dict[str, Any]]:
+def _sides(cfg: PairConfig) -> tuple[str, str, SideStatus]:
     """(primary key, backup key, the backup's status) of a protected pair, or a clear error."""
     st = {k: try_status(cfg, k) for k in ("a", "b")}
-    roles = {k: s.get("role", "unreachable") for k, s in st.items()}
-    prim = [k for k, r in roles.items() if r == "primary"]
-    back = [k for k, r in roles.items() if r == "backup"]
+    prim = [k for k, s in st.items() if s.role == "primary"]
+    back = [k for k, s in st.items() if s.role == "backup"]
     if not prim or not back:
-        raise FtorchError(f"a planned failover needs a protected pair; host a is {roles['a']}, "
-                          f"host b is {roles['b']} (`ftorch status {cfg.source}`)")
+        raise FtorchError(f"a planned failover needs a protected pair; host a is {st['a'].role}, "
+                          f"host b is {st['b'].role} (`ftorch status {cfg.source}`)")
     p, b = prim[0], back[0]
-    if st[p].get("mode") != "protected" or st[b].get("failover") is None:
+    if st[p].mode != "protected" or st[b].failover is None:
         raise FtorchError(f"pair {cfg.pair} runs without failover: set failover.enabled")
-    lag = st[b].get("lag_seconds")
+    lag = st[b].backup.lag_seconds if st[b].backup else None
     if not isinstance(lag, float) or lag > MAX_LAG_S:
         raise FtorchError(f"the backup on host {b} is {lag} s behind (limit {MAX_LAG_S} s): "
                           "wait until it has caught up, then retry")
@@ -56,25 +56,27 @@ def _abandon(cfg: PairConfig, p: str, b: str, why: str) -> FtorchError:
 def failover(cfg: PairConfig, timeout: float) -> dict[str, Any]:
     """Switch the live guest to the backup's host; return what happened and how long it took."""
     p, b, bst = _sides(cfg)
-    generation = bst["failover"].get("generation")
+    generation = bst.failover.generation if bst.failover else None
     try:
-        handed = agent_call(cfg, p, "handover", timeout=timeout + 10, timeout_=timeout)
+        handed = decode(FailoverStatus, agent_call(cfg, p, "handover", timeout=timeout + 10,
+                                                   timeout_=timeout))
     except FtorchError as e:
         raise _abandon(cfg, p, b, f"handover: {e}") from None
     try:
-        took = agent_call(cfg, b, "take-over", timeout=timeout + 300, timeout_=timeout)
+        took = decode(FailoverStatus, agent_call(cfg, b, "take-over", timeout=timeout + 300,
+                                                 timeout_=timeout))
     except FtorchError as e:
-        took = try_status(cfg, b).get("failover", {"state": "unreachable", "error": str(e)})
-    if took.get("state") != "live-alone":
-        if took.get("generation") == generation:
-            raise _abandon(cfg, p, b, f"take-over: {took.get('error') or took.get('reason')}")
-        raise FtorchError(f"host {b} claimed the pair but did not go live: {took.get('error')}; "
+        took = try_status(cfg, b).failover or FailoverStatus(state="unreachable", error=str(e))
+    if took.state != "live-alone":
+        if took.generation == generation:
+            raise _abandon(cfg, p, b, f"take-over: {took.error or took.reason}")
+        raise FtorchError(f"host {b} claimed the pair but did not go live: {took.error}; "
                           f"host {p} stays paused and fenced: operator needed")
     agent_call(cfg, p, "quit", timeout=10)
-    wait_for(lambda: try_status(cfg, p).get("role") == "unreachable", 60,
-             f"the old primary on host {p} to stop")
-    return {"pair": cfg.pair, "from": p, "to": b, "generation": took.get("generation"),
-            "paused_s": took["live_at"] - handed["paused_at"],
-            "handover_s": took["take_over_at"] - handed["paused_at"],
-            "replay_s": took.get("replay_s"), "save_s": took.get("save_s"),
-            "start_s": took.get("start_s"), "offset": handed["offset"], "icount": handed["icount"]}
+    wait_for(lambda: not try_status(cfg, p).reachable, 60, f"the old primary on host {p} to stop")
+    assert took.live_at and took.take_over_at and handed.paused_at
+    return {"pair": cfg.pair, "from": p, "to": b, "generation": took.generation,
+            "paused_s": took.live_at - handed.paused_at,
+            "handover_s": took.take_over_at - handed.paused_at,
+            "replay_s": took.replay_s, "save_s": took.save_s, "start_s": took.start_s,
+            "offset": handed.offset, "icount": handed.icount}

@@ -12,6 +12,7 @@ from ftorch.config import PairConfig
 from ftorch.errors import AgentUnreachable
 from ftorch.rpc.ssh import Endpoint, connect
 from ftorch.rpc.transport import HostTransport
+from ftorch.status import SideStatus, unreachable
 
 
 def pair_dir(cfg: PairConfig, key: str) -> str:
@@ -49,9 +50,9 @@ class Hosts:
         """One command to the pair's agent on host `key`."""
         return self(key).call_agent(pair_dir(self.cfg, key), cmd, timeout=timeout, **args)
 
-    def status(self, key: str) -> dict[str, Any]:
+    def status(self, key: str) -> SideStatus:
         """The agent's status, or a stand-in saying in one line why it does not answer."""
         try:
-            return self.agent(key, "status", timeout=5)
+            return SideStatus.from_json(self.agent(key, "status", timeout=5))
         except AgentUnreachable as e:
-            return {"host": key, "role": "unreachable", "error": str(e)}
+            return unreachable(key, str(e))

@@ -18,6 +18,8 @@ from ftorch.config import PairConfig, load
 from ftorch.host import lab, labssh
 from ftorch.host.layout import domain_name
 from ftorch.host.virt import Host
+from ftorch.ops.pair import PairStatus
+from ftorch.status import SideStatus, unreachable
 
 ROOT = Path(__file__).resolve().parents[2]
 FTORCH = [sys.executable, "-m", "ftorch"]
@@ -80,12 +82,16 @@ def running_pair(cfg_path: Path) -> Iterator[PairConfig]:
         lab.down()
 
 
-def status(cfg: Path) -> dict[str, Any]:
-    return json.loads(ftorch("status", str(cfg), "--json", check=False).stdout or "{}")
+def status(cfg: Path) -> PairStatus:
+    """`ftorch status --json` read back into typed records (as the operator's tools would)."""
+    r = ftorch("status", str(cfg), "--json", check=False)
+    if not r.stdout.strip():
+        return PairStatus("", {k: unreachable(k, r.stderr.strip()) for k in ("a", "b")})
+    return PairStatus.from_json(json.loads(r.stdout))
 
 
-def side(cfg: Path, key: str) -> dict[str, Any]:
-    return status(cfg).get("hosts", {}).get(key, {})
+def side(cfg: Path, key: str) -> SideStatus:
+    return status(cfg).hosts[key]
 
 
 class Client:

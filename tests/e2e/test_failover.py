@@ -51,18 +51,18 @@ def test_sigkill_primary_client_carries_on_over_the_same_connection(ft_pair, poi
         after = random.randint(2, 500)
         print(f"random kill point: {after} released frames")
     pair.wait_caught_up(cfg, timeout=300)
-    released = side(cfg_path, "a")["gate"]["released"]
+    released = side(cfg_path, "a").primary.gate.released
     client = Client(tmp / "ft.json", duration=45, prefix="f", verify=True)
     others = [Client(tmp / f"load{i}.json", duration=40, prefix=f"l{i}", verify=True)
               for i in range(loaders)]
-    wait_until(lambda: side(cfg_path, "a")["gate"]["released"] > released + after, 90,
+    wait_until(lambda: side(cfg_path, "a").primary.gate.released > released + after, 90,
                "the client to be writing through the primary", every=0.05)
     killed_at = time.time()
     kill_host(cfg, "a")
-    b = wait_until(lambda: (s := side(cfg_path, "b")).get("role") in ("live-alone", "fenced")
+    b = wait_until(lambda: (s := side(cfg_path, "b")).role in ("live-alone", "fenced")
                    and s, 180, "host B to go live (or give up)")
-    assert b["role"] == "live-alone", b["failover"]
-    assert b["failover"]["generation"] == 2
+    assert b.role == "live-alone", b.failover
+    assert b.failover.generation == 2
     # the go-live snapshot, loaded, is dropped from the live disk (read-only, shared look)
     info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json",
                                       str(paths(cfg, "b").disk)], check=True,
@@ -74,36 +74,36 @@ def test_sigkill_primary_client_carries_on_over_the_same_connection(ft_pair, poi
         assert r["errors"] == [] and r["mismatches"] == [], f"a loader lost data: {r['errors']}"
     assert res["errors"] == [], "the client's connection broke"
     assert res["mismatches"] == [], "an acknowledged record is missing or changed"
-    acked_after = [t for t in res["ack_times"] if t > b["failover"]["live_at"]]
+    acked_after = [t for t in res["ack_times"] if t > b.failover.live_at]
     assert acked_after, "the client wrote nothing through the new primary"
     first_after_kill = min(t for t in res["ack_times"] if t > killed_at)
     print(f"failover ({point}): first reply {first_after_kill - killed_at:.2f} s after the kill; "
-          f"detected {b['failover']['detected_at'] - killed_at:.2f} s, "
-          f"replay {b['failover']['replay_s']:.2f} s, save {b['failover']['save_s']:.2f} s, "
-          f"start {b['failover']['start_s']:.2f} s; {len(res['acked'])} records, "
+          f"detected {b.failover.detected_at - killed_at:.2f} s, "
+          f"replay {b.failover.replay_s:.2f} s, save {b.failover.save_s:.2f} s, "
+          f"start {b.failover.start_s:.2f} s; {len(res['acked'])} records, "
           f"{len(acked_after)} after go-live")
 
 
 def test_planned_failover_switches_hosts_and_the_client_carries_on(ft_pair):
     cfg_path, cfg, tmp = ft_pair
     pair.wait_caught_up(cfg, timeout=300)
-    released = side(cfg_path, "a")["gate"]["released"]
+    released = side(cfg_path, "a").primary.gate.released
     client = Client(tmp / "planned.json", duration=40, prefix="s", verify=True)
-    wait_until(lambda: side(cfg_path, "a")["gate"]["released"] > released + 100, 90,
+    wait_until(lambda: side(cfg_path, "a").primary.gate.released > released + 100, 90,
                "the client to be writing through the primary", every=0.05)
     d = json.loads(ftorch("failover", str(cfg_path), "--json", timeout=600).stdout)
     assert (d["from"], d["to"], d["generation"]) == ("a", "b", 2)
-    st = status(cfg_path)["hosts"]
-    assert st["b"]["role"] == "live-alone" and st["b"]["failover"]["generation"] == 2
-    assert st["a"]["role"] == "unreachable"          # the old primary stopped
+    st = status(cfg_path).hosts
+    assert st["b"].role == "live-alone" and st["b"].failover.generation == 2
+    assert st["a"].role == "unreachable"          # the old primary stopped
     assert Host().lookup(domain_name(cfg, "a")) is None
     res = client.result(timeout=400)
     assert res["errors"] == [] and res["mismatches"] == [], "the switch lost or broke something"
-    assert any(t > st["b"]["failover"]["live_at"] for t in res["ack_times"])
+    assert any(t > st["b"].failover.live_at for t in res["ack_times"])
     # a second switch needs a backup again: refused with a reason, exit 1, nothing touched
     again = ftorch("failover", str(cfg_path), check=False)
     assert again.returncode == 1 and "needs a protected pair" in again.stderr
-    assert side(cfg_path, "b")["role"] == "live-alone"
+    assert side(cfg_path, "b").role == "live-alone"
     print(f"planned failover: guest paused {d['paused_s']:.2f} s (handover {d['handover_s']:.2f} s,"
           f" replay {d['replay_s']:.2f} s, save {d['save_s']:.2f} s, start {d['start_s']:.2f} s); "
           f"{len(res['acked'])} records")
@@ -115,9 +115,9 @@ def live_sides(cfg_path) -> list[str]:
     out = []
     for key in ("a", "b"):
         s = side(cfg_path, key)
-        gated_live = (s.get("role") == "primary" and s["gate"]["open"]
-                      and s["channel"]["state"] == "streaming")
-        if s.get("role") == "live-alone" or gated_live:
+        gated_live = (s.role == "primary" and s.primary.gate.open
+                      and s.channel.state == "streaming")
+        if s.role == "live-alone" or gated_live:
             out.append(key)
     return out
 
@@ -126,21 +126,21 @@ def test_partition_leaves_exactly_one_live_copy(ft_pair):
     cfg_path, cfg, tmp = ft_pair
     pair.wait_caught_up(cfg, timeout=300)
     client = Client(tmp / "partition.json", duration=40, prefix="p", verify=True)
-    wait_until(lambda: side(cfg_path, "a")["gate"]["released"] > 40, 60, "the client to write")
+    wait_until(lambda: side(cfg_path, "a").primary.gate.released > 40, 60, "the client to write")
     lab.cut_link("a", False)  # host A loses the LAN: the backup and the client, both alive
     try:
         seen: set[tuple[str, ...]] = set()
 
         def decided() -> bool:
             seen.add(tuple(live_sides(cfg_path)))
-            roles = [side(cfg_path, k).get("role") for k in ("a", "b")]
+            roles = [side(cfg_path, k).role for k in ("a", "b")]
             return all(r in ("fenced", "live-alone") for r in roles)
 
         wait_until(decided, 120, "both sides to settle after the race")
         assert all(len(live) <= 1 for live in seen), f"two live copies at once: {seen}"
         roles = {k: side(cfg_path, k) for k in ("a", "b")}
-        assert sorted(s["role"] for s in roles.values()) != ["live-alone", "live-alone"]
-        assert [s["role"] for s in roles.values()].count("fenced") >= 1
+        assert sorted(s.role for s in roles.values()) != ["live-alone", "live-alone"]
+        assert [s.role for s in roles.values()].count("fenced") >= 1
     finally:
         lab.cut_link("a", True)
     winner = live_sides(cfg_path)
@@ -151,8 +151,8 @@ def test_partition_leaves_exactly_one_live_copy(ft_pair):
         assert live_sides(cfg_path) == winner
         time.sleep(0.5)
     loser = "b" if winner == ["a"] else "a"
-    assert side(cfg_path, loser)["role"] == "fenced"
+    assert side(cfg_path, loser).role == "fenced"
     res = client.result(timeout=400)
     assert res["errors"] == [] and res["mismatches"] == []
     print(f"partition: host {winner[0]} won generation "
-          f"{side(cfg_path, winner[0])['failover']['generation']}; {len(res['acked'])} records")
+          f"{side(cfg_path, winner[0]).failover.generation}; {len(res['acked'])} records")

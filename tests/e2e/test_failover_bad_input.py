@@ -32,14 +32,14 @@ def kill_a(cfg) -> None:
 def test_stream_cut_inside_a_frame_goes_live_at_the_last_whole_frame(ft_pair):
     cfg_path, cfg, tmp = ft_pair
     client = Client(tmp / "cut.json", duration=30, prefix="c", verify=True)
-    wait_until(lambda: side(cfg_path, "a")["gate"]["released"] > 60, 90, "the client to write")
+    wait_until(lambda: side(cfg_path, "a").primary.gate.released > 60, 90, "the client to write")
     cut = pair.agent_call(cfg, "a", "inject", timeout=40, what="truncate-frame")
     kill_a(cfg)
-    b = wait_until(lambda: (s := side(cfg_path, "b")).get("role") in SETTLED and s, 180,
+    b = wait_until(lambda: (s := side(cfg_path, "b")).role in SETTLED and s, 180,
                    "host B to settle")
-    assert b["role"] == "live-alone", b["failover"]
-    assert b["failover"]["stream"]["partial_dropped"] == cut["sent"]   # never fed
-    assert b["failover"]["final_icount"] == cut["icount"]      # live exactly before it
+    assert b.role == "live-alone", b.failover
+    assert b.failover.stream["partial_dropped"] == cut["sent"]   # never fed
+    assert b.failover.final_icount == cut["icount"]      # live exactly before it
     res = client.result(timeout=300)
     assert res["errors"] == [] and res["mismatches"] == []
 
@@ -51,15 +51,15 @@ def test_corrupt_ownership_record_fences_both_sides_in_a_partition(ft_pair):
     lab.cut_link("a", False)
     try:
         roles = wait_until(lambda: (r := {k: side(cfg_path, k) for k in "ab"})
-                           and all(s.get("role") in SETTLED for s in r.values()) and r,
+                           and all(s.role in SETTLED for s in r.values()) and r,
                            120, "both sides to settle")
     finally:
         lab.cut_link("a", True)
     for key, s in roles.items():
-        assert s["role"] == "fenced", f"host {key} acted on a corrupt ownership record"
-        assert "corrupt ownership record" in s["failover"]["error"]
-        assert str(record) in s["failover"]["error"]
-    assert side(cfg_path, "a")["role"] == "fenced"             # the link is back: still fenced
+        assert s.role == "fenced", f"host {key} acted on a corrupt ownership record"
+        assert "corrupt ownership record" in s.failover.error
+        assert str(record) in s.failover.error
+    assert side(cfg_path, "a").role == "fenced"             # the link is back: still fenced
 
 
 def test_unreachable_shared_path_means_nobody_goes_live(ft_pair):
@@ -69,10 +69,10 @@ def test_unreachable_shared_path_means_nobody_goes_live(ft_pair):
     lock_dir.rename(away)                                      # the mount is gone
     try:
         kill_a(cfg)
-        b = wait_until(lambda: (s := side(cfg_path, "b")).get("role") in SETTLED and s, 120,
+        b = wait_until(lambda: (s := side(cfg_path, "b")).role in SETTLED and s, 120,
                        "host B to settle")
     finally:
         shutil.rmtree(lock_dir, ignore_errors=True)
         away.rename(lock_dir)
-    assert b["role"] == "fenced", "the backup went live without the arbiter"
-    assert "lock folder missing" in b["failover"]["error"] and str(lock_dir) in b["failover"]["error"]
+    assert b.role == "fenced", "the backup went live without the arbiter"
+    assert "lock folder missing" in b.failover.error and str(lock_dir) in b.failover.error

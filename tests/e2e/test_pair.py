@@ -36,16 +36,16 @@ def test_backup_follows_while_client_writes(pair):
     cfg_path, _, tmp = pair
     client = Client(tmp / "load.json", duration=30)
     # during the writes the backup is replaying and catches up to within a few ms of work
-    wait_until(lambda: side(cfg_path, "b").get("guest") in ("running", "paused")
-               and side(cfg_path, "b").get("lag_instructions", 1e18) < 50_000_000,
+    wait_until(lambda: (b := side(cfg_path, "b").backup) is not None
+               and b.guest in ("running", "paused") and b.lag_instructions < 50_000_000,
                240, "the backup to catch up with the primary")
     res = client.result(timeout=300)
     assert res["errors"] == [] and res["mismatches"] == []
     assert len(res["acked"]) > 30, "the client should have written for 30 s"
     a = side(cfg_path, "a")
-    assert a["channel"]["state"] == "streaming"
-    assert a["staleness_s"]["samples"] > 0
-    assert a["gate"]["released"] > len(res["acked"]), "every reply passed the output gate"
+    assert a.channel.state == "streaming"
+    assert a.primary.staleness_s.samples > 0
+    assert a.primary.gate.released > len(res["acked"]), "every reply passed the output gate"
 
 
 PING_ONCE = """
@@ -71,14 +71,14 @@ def test_output_is_held_until_the_backup_acknowledges(pair):
         client.stdin.flush()
         # the guest answers, but its reply waits in the gate: the backup has not acknowledged
         # the log up to it
-        wait_until(lambda: side(cfg_path, "a")["gate"]["held"] > 0, 20, "the gate to hold a frame")
+        wait_until(lambda: side(cfg_path, "a").primary.gate.held > 0, 20, "the gate to hold a frame")
         assert client.poll() is None, "the reply left before the backup acknowledged the log"
         released_at = time.monotonic()  # CLOCK_MONOTONIC is shared with the client process
         ftorch("debug", "hold-acks", str(cfg_path), "false")
         out = json.loads(client.stdout.readline())
         assert out["reply"] == "PONG"
         assert out["at"] > released_at, "the reply arrived before the gate was released"
-        wait_until(lambda: side(cfg_path, "a")["gate"]["held"] == 0, 20, "the gate to drain")
+        wait_until(lambda: side(cfg_path, "a").primary.gate.held == 0, 20, "the gate to drain")
     finally:
         ftorch("debug", "hold-acks", str(cfg_path), "false", check=False)
         client.kill()
@@ -93,33 +93,35 @@ def test_logs_are_read_over_ssh(pair):
 
 def test_corrupt_frame_is_rejected_and_stream_resumes(pair):
     cfg_path, _, tmp = pair
-    before = side(cfg_path, "b")["channel"]
+    before = side(cfg_path, "b").channel
     client = Client(tmp / "corrupt.json", duration=10, prefix="c")
     ftorch("debug", "corrupt-frame", str(cfg_path))
-    b = wait_until(lambda: (s := side(cfg_path, "b"))["channel"]["corrupt_frames"] == 1
-                   and s["channel"]["connects"] > before["connects"] and s,
+    b = wait_until(lambda: (s := side(cfg_path, "b")).channel.corrupt_frames == 1
+                   and s.channel.connects > before.connects and s,
                    60, "the backup to reject the corrupt frame and the primary to reconnect")
-    assert "checksum mismatch" in b["channel"]["last_error"]
+    assert "checksum mismatch" in b.channel.last_error
     assert client.result(timeout=120)["errors"] == []
-    wait_until(lambda: side(cfg_path, "b")["received_offset"] >= side(cfg_path, "a")["log_offset"]
+    wait_until(lambda: side(cfg_path, "b").backup.received_offset
+               >= side(cfg_path, "a").primary.log_offset
                - 65536, 60, "the stream to catch up after the reconnect")
 
 
 def test_channel_cut_and_restored(pair):
     cfg_path, cfg, tmp = pair
-    before = side(cfg_path, "b")["channel"]["connects"]
+    before = side(cfg_path, "b").channel.connects
     lab.cut_link("a", False)
     try:
-        wait_until(lambda: side(cfg_path, "b")["channel"]["state"] != "streaming",
+        wait_until(lambda: side(cfg_path, "b").channel.state != "streaming",
                    3 * cfg.channel.timeout_s, "the backup to notice the cut")
     finally:
         lab.cut_link("a", True)
-    wait_until(lambda: side(cfg_path, "b")["channel"]["connects"] > before, 60,
+    wait_until(lambda: side(cfg_path, "b").channel.connects > before, 60,
                "the channel to reconnect")
     client = Client(tmp / "after-cut.json", duration=10, prefix="x")
     res = client.result(timeout=120)
     assert res["errors"] == [] and len(res["acked"]) > 0
-    wait_until(lambda: side(cfg_path, "b")["received_offset"] >= side(cfg_path, "a")["log_offset"]
+    wait_until(lambda: side(cfg_path, "b").backup.received_offset
+               >= side(cfg_path, "a").primary.log_offset
                - 65536, 60, "the stream to catch up after the cut")
 
 

@@ -56,13 +56,13 @@ def test_no_room_on_the_backup_host_rolls_back_and_the_guest_runs_on(tmp_path):
     try:
         with unprotected_pair(cfg_path):
             client = Client(tmp_path / "full.json", duration=40, prefix="d", verify=True)
-            wait_until(lambda: side(cfg_path, "a")["gate"]["released"] > 50, 120,
+            wait_until(lambda: side(cfg_path, "a").primary.gate.released > 50, 120,
                        "the client to write")
             r = ftorch("protect", str(cfg_path), check=False, timeout=600)
             assert r.returncode == 1 and "no room for the clone" in r.stderr, r.stderr
             a = side(cfg_path, "a")
-            assert (a["role"], a["mode"], a["gate"]["open"]) == ("primary", "unprotected", True)
-            assert side(cfg_path, "b")["role"] == "unreachable"     # the standby quit
+            assert (a.role, a.mode, a.primary.gate.open) == ("primary", "unprotected", True)
+            assert side(cfg_path, "b").role == "unreachable"     # the standby quit
             out = client.result(timeout=300)
             assert out["errors"] == [] and out["mismatches"] == [], "the running guest was harmed"
     finally:
@@ -74,8 +74,8 @@ def _refused(cfg_path: Path, cause: str) -> None:
     r = ftorch("protect", str(cfg_path), check=False, timeout=600)
     assert r.returncode == 1 and cause in r.stderr, r.stderr
     a = side(cfg_path, "a")
-    assert (a["role"], a["mode"], a["gate"]["open"]) == ("primary", "unprotected", True)
-    wait_until(lambda: side(cfg_path, "b")["role"] == "unreachable", 60, "the standby to quit")
+    assert (a.role, a.mode, a.primary.gate.open) == ("primary", "unprotected", True)
+    wait_until(lambda: side(cfg_path, "b").role == "unreachable", 60, "the standby to quit")
 
 
 def _versioned_emulator(host_dir: Path) -> tuple[Path, Path]:
@@ -99,7 +99,7 @@ def test_bad_clones_are_refused_then_a_good_one_protects_and_takes_over(tmp_path
     cfg_path.write_text(yaml.safe_dump(data))
     with unprotected_pair(cfg_path) as cfg:
         client = Client(tmp_path / "pr.json", duration=900, prefix="p", verify=True)
-        wait_until(lambda: side(cfg_path, "a")["gate"]["released"] > 100, 120, "the client to write")
+        wait_until(lambda: side(cfg_path, "a").primary.gate.released > 100, 120, "the client to write")
         ftorch("debug", "clone-fault", str(cfg_path), "missing-snapshot")
         _refused(cfg_path, "with a VM state")
         ftorch("debug", "clone-fault", str(cfg_path), "mismatched-snapshot")
@@ -117,13 +117,13 @@ def test_bad_clones_are_refused_then_a_good_one_protects_and_takes_over(tmp_path
         assert paths(cfg, "b").disk.stat().st_blocks * 512 <= res["image_bytes"] + (16 << 20), \
             "the copy on host B occupies more than the data sent: its holes were filled"
         p, b = protected_by(cfg_path, "a")
-        assert b["start_icount"] == res["icount"]
+        assert b.backup.start_icount == res["icount"]
         pair.wait_caught_up(cfg, timeout=300)
         lab.kill_host(paths(cfg, "a").pid, domain_name(cfg, "a"))
-        b = wait_until(lambda: (s := side(cfg_path, "b")).get("role") in ("live-alone", "fenced")
+        b = wait_until(lambda: (s := side(cfg_path, "b")).role in ("live-alone", "fenced")
                        and s, 180, "host B to go live")
-        assert b["role"] == "live-alone", b["failover"]
-        wait_until(lambda: side(cfg_path, "b")["net"]["frames_out"] > 10, 120,
+        assert b.role == "live-alone", b.failover
+        wait_until(lambda: side(cfg_path, "b").primary.net.frames_out > 10, 120,
                    "the guest to answer from host B")
         out = client.finish(timeout=600)
         assert out["errors"] == [] and out["mismatches"] == [], "the running guest was harmed"
@@ -138,7 +138,7 @@ def test_three_failovers_with_reprotection_keep_every_record(tmp_path):
     with running_pair(cfg_path) as cfg:
         pair.wait_caught_up(cfg, timeout=300)
         client = Client(tmp_path / "rp.json", duration=1200, prefix="r", verify=True)
-        wait_until(lambda: side(cfg_path, "a")["gate"]["released"] > 50, 120, "the client to write")
+        wait_until(lambda: side(cfg_path, "a").primary.gate.released > 50, 120, "the client to write")
         live, times = "a", []
         for n in range(3):                      # A -> B -> A -> B
             peer = "b" if live == "a" else "a"
@@ -146,16 +146,16 @@ def test_three_failovers_with_reprotection_keep_every_record(tmp_path):
                 protected_by(cfg_path, live, timeout=150)
                 pair.wait_caught_up(cfg, timeout=300)
             lab.kill_host(paths(cfg, live).pid, domain_name(cfg, live))
-            s = wait_until(lambda p=peer: (x := side(cfg_path, p)).get("role") in
+            s = wait_until(lambda p=peer: (x := side(cfg_path, p)).role in
                            ("live-alone", "fenced") and x, 180, f"host {peer} to go live")
-            assert s["role"] == "live-alone", s["failover"]
-            assert s["failover"]["generation"] == n + 2
-            times.append(s["failover"])
+            assert s.role == "live-alone", s.failover
+            assert s.failover.generation == n + 2
+            times.append(s.failover)
             live = peer
-        wait_until(lambda p=live: side(cfg_path, p)["net"]["frames_out"] > 10, 120,
+        wait_until(lambda p=live: side(cfg_path, p).primary.net.frames_out > 10, 120,
                    f"the guest to answer from host {live}")
         out = client.finish(timeout=900)
         assert out["errors"] == [], "the client's connection broke"
         assert out["mismatches"] == [], "an acknowledged record is missing or changed"
         print(f"three failovers, {len(out['acked'])} records intact; generations "
-              f"{[t['generation'] for t in times]}; status {status(cfg_path)['hosts'][live]['role']}")
+              f"{[t.generation for t in times]}; status {status(cfg_path).hosts[live].role}")

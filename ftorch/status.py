@@ -1,0 +1,222 @@
+"""What each side of a pair reports: typed records, made by the agent's roles and read by the
+CLI, the operations, the bench and the tests. Pure: no I/O.
+
+On the wire (the control socket, `ftorch status --json`) a side is one JSON object: the host's
+fields, then its role's fields at the same level (`to_json`); `SideStatus.from_json` reads it
+back, ignoring fields it does not know (a newer agent) and defaulting the ones it lacks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Summary:
+    samples: int = 0
+    p50: float | None = None
+    p99: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class ChannelStatus:
+    state: str = ""
+    acked_offset: int = 0
+    connects: int = 0
+    # the primary's sender
+    sent_bytes: int = 0              # resends included
+    sent_offset: int = 0
+    finished: bool = False           # the stream ended and the backup has all of it
+    refused_acks: int = 0            # ACKs past what was sent: a confused or hostile peer
+    # the backup's receiver
+    received_bytes: int = 0
+    corrupt_frames: int = 0
+    last_error: str | None = None
+    partial_dropped: int = 0         # bytes of a frame cut off by a dying primary
+
+
+@dataclass(frozen=True)
+class GateStatus:
+    held: int = 0
+    released: int = 0
+    open: bool = False               # passing output without acks (no backup)
+    delay_p50: float | None = None
+    delay_p99: float | None = None
+
+
+@dataclass(frozen=True)
+class NetStatus:
+    frames_in: int = 0
+    frames_out: int = 0
+
+
+@dataclass(frozen=True)
+class PrimaryStatus:
+    """A recording side: protected (streaming to a backup), unprotected or plain."""
+
+    mode: str = ""
+    guest: str = ""                  # running, ended, stopped
+    icount: int = 0
+    log_offset: int = 0
+    log_ended: bool = False
+    log_error: str | None = None
+    channel: ChannelStatus = field(default_factory=ChannelStatus)
+    backup_icount: int = 0
+    lag_instructions: int = 0
+    net: NetStatus = field(default_factory=NetStatus)
+    gate: GateStatus | None = None
+    staleness_s: Summary = field(default_factory=Summary)
+
+
+@dataclass(frozen=True)
+class BackupStatus:
+    """A replaying side."""
+
+    guest: str = ""                  # waiting for log, running, paused, exited
+    icount: int = 0
+    fed_offset: int = 0
+    fed_icount: int = 0
+    received_offset: int = 0
+    received_icount: int = 0
+    log_ended: bool = False
+    feed_error: str | None = None
+    replay_finished: bool = False
+    replay_error: str | None = None
+    channel: ChannelStatus = field(default_factory=ChannelStatus)
+    primary_icount: int = 0
+    lag_instructions: int = 0
+    lag_seconds: float | None = None
+    break_hits: int = 0
+    start_icount: int = 0            # a clone's backup starts at its snapshot
+    start_error: str | None = None
+
+
+@dataclass(frozen=True)
+class FailoverStatus:
+    state: str = ""                  # the role machine's role (arbiter/roles.py)
+    generation: int | None = None
+    reason: str = ""
+    error: str = ""
+    stream: dict[str, Any] = field(default_factory=dict)   # what a backup had when it went live
+    detected_at: float | None = None
+    paused_at: float | None = None
+    take_over_at: float | None = None
+    live_at: float | None = None
+    replay_s: float | None = None
+    save_s: float | None = None
+    start_s: float | None = None
+    final_icount: int | None = None
+    offset: int | None = None        # where a handed-over primary cut its log
+    icount: int | None = None
+
+
+@dataclass(frozen=True)
+class ReprotectStatus:
+    """The last protection attempt (agent/protect.py)."""
+
+    ok: bool = False
+    error: str = ""
+    at: float | None = None
+    pause_s: float | None = None
+    peer: str = ""
+    tag: str = ""
+    icount: int | None = None
+    passed_s: float | None = None
+
+
+ROLE_RECORDS = ("primary", "backup")
+
+
+@dataclass(frozen=True)
+class SideStatus:
+    """One host's answer: `role` as the operator sees it (primary, backup, standby, live-alone,
+    fenced, handed-over, or unreachable with `error` saying why)."""
+
+    host: str
+    role: str
+    pair: str = ""
+    pid: int | None = None
+    error: str = ""
+    primary: PrimaryStatus | None = None    # while this side records
+    backup: BackupStatus | None = None      # while it replays
+    failover: FailoverStatus | None = None
+    reprotect: ReprotectStatus | None = None
+
+    # what any side has, whichever its role
+    @property
+    def reachable(self) -> bool:
+        return self.role != "unreachable"
+
+    @property
+    def guest(self) -> str:
+        rec = self.primary or self.backup
+        return rec.guest if rec else ""
+
+    @property
+    def icount(self) -> int:
+        rec = self.primary or self.backup
+        return rec.icount if rec else 0
+
+    @property
+    def lag_instructions(self) -> int | None:
+        rec = self.primary or self.backup
+        return rec.lag_instructions if rec else None
+
+    @property
+    def channel(self) -> ChannelStatus | None:
+        rec = self.primary or self.backup
+        return rec.channel if rec else None
+
+    @property
+    def mode(self) -> str:
+        return self.primary.mode if self.primary else ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form: the role's record flattened into the host's object."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ROLE_RECORDS}
+        for name in ROLE_RECORDS:
+            rec = getattr(self, name)
+            if rec is not None:
+                out.update(dataclasses.asdict(rec))
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SideStatus:
+        role_of = "primary" if "mode" in data else "backup" if "fed_offset" in data else None
+        side = decode(cls, {k: v for k, v in data.items() if k not in ROLE_RECORDS})
+        if role_of == "primary":
+            return dataclasses.replace(side, primary=decode(PrimaryStatus, data))
+        if role_of == "backup":
+            return dataclasses.replace(side, backup=decode(BackupStatus, data))
+        return side
+
+
+def unreachable(host: str, why: str) -> SideStatus:
+    return SideStatus(host=host, role="unreachable", error=why)
+
+
+def decode(cls: type, data: Any) -> Any:
+    """A (nested) record from JSON data: unknown keys ignored, missing ones defaulted."""
+    if not isinstance(data, dict):
+        return data
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        kwargs[f.name] = _value(hints[f.name], data[f.name])
+    return cls(**kwargs)
+
+
+def _value(hint: Any, value: Any) -> Any:
+    """Decode value for a field annotated `hint` (a record, `record | None`, or plain)."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = typing.get_args(hint) if union else (hint,)
+    for t in options:
+        if dataclasses.is_dataclass(t) and isinstance(value, dict):
+            return decode(t, value)
+    return value

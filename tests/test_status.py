@@ -1,0 +1,59 @@
+"""Status records: what an agent sends is what the operator's side reads back, whatever the
+role; unknown fields (a newer agent) are ignored; the table fits 80 columns."""
+import io
+import json
+
+from rich.console import Console
+
+from ftorch.ops import cli
+from ftorch.ops.pair import PairStatus
+from ftorch.status import (
+    BackupStatus,
+    ChannelStatus,
+    FailoverStatus,
+    GateStatus,
+    PrimaryStatus,
+    ReprotectStatus,
+    SideStatus,
+    unreachable,
+)
+
+PRIMARY = SideStatus(host="a", role="primary", pair="p", pid=7,
+                     primary=PrimaryStatus(mode="protected", guest="running", icount=6_200_000_000,
+                                           channel=ChannelStatus("streaming", 14 << 20, 3),
+                                           gate=GateStatus(1, 900, False, 0.001, 0.01)),
+                     failover=FailoverStatus(state="primary", generation=3),
+                     reprotect=ReprotectStatus(ok=True, pause_s=1.01, peer="b"))
+BACKUP = SideStatus(host="b", role="backup", pair="p", pid=8,
+                    backup=BackupStatus(guest="running", icount=6_100_000_000, lag_seconds=0.043,
+                                        lag_instructions=1_500_000, start_icount=5,
+                                        channel=ChannelStatus("streaming", 14 << 20, 1)),
+                    failover=FailoverStatus(state="backup", generation=3))
+
+
+def test_every_kind_of_side_survives_the_wire():
+    standby = SideStatus(host="b", role="standby")
+    down = unreachable("b", "host b (root@10.77.1.2:22): SSH connection refused")
+    for side in (PRIMARY, BACKUP, standby, down):
+        wire = json.loads(json.dumps(side.to_json()))
+        assert SideStatus.from_json(wire) == side
+    assert PRIMARY.to_json()["gate"]["released"] == 900      # the role's fields at the top
+    assert BACKUP.to_json()["lag_seconds"] == 0.043
+
+
+def test_unknown_fields_are_ignored_and_missing_ones_defaulted():
+    wire = {**BACKUP.to_json(), "new_field": 1, "failover": {"state": "backup", "later": 2}}
+    del wire["break_hits"]
+    side = SideStatus.from_json(wire)
+    assert side.backup.break_hits == 0 and side.failover.state == "backup"
+    assert (side.icount, side.guest, side.channel.state) == (6_100_000_000, "running", "streaming")
+
+
+def test_the_status_table_fits_80_columns():
+    out = io.StringIO()
+    cli.console = Console(file=out, width=80)
+    cli.console.print(cli.status_table(PairStatus("p", {"a": PRIMARY, "b": BACKUP})))
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any("primary" in line and "6200.0" in line for line in lines)
+    assert any("backup" in line and "0.043" in line and "1.50" in line for line in lines)
