@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ftorch.errors import LabError
+from ftorch.host import labssh
+from ftorch.host.labssh import LAB_ROOT, OPERATOR_DIR
 from ftorch.host.proc import run
 
 LAN_NS = "ftorch-lan"
@@ -30,8 +32,6 @@ OPS_NS = "ftorch-ops"
 SUBNET = "10.77.0"
 MGMT_SUBNET = "10.77.1"
 OPS_ADDRESS = f"{MGMT_SUBNET}.100"
-LAB_ROOT = Path("/var/lib/ftorch/lab")
-OPERATOR_DIR = LAB_ROOT / "operator"
 TAP = "ftap0"
 LIBVIRTD_LOG = "/var/log/ftorch-libvirtd.log"
 
@@ -111,7 +111,6 @@ def up() -> None:
     for h in HOSTS:
         h.dir.mkdir(parents=True, exist_ok=True)
     (LAB_ROOT / "shared").mkdir(parents=True, exist_ok=True)
-    from ftorch.host import labssh
     labssh.keys([h.key for h in HOSTS], {h.key: h.mgmt_address for h in HOSTS})
     for h in HOSTS:
         labssh.start_sshd(h.key, h.netns, h.mgmt_address, hide=[o.dir for o in HOSTS if o != h]
@@ -150,7 +149,6 @@ def _host_up(h: LabHost) -> None:
 def down() -> None:
     """Stop the hosts' sshd and remove every lab namespace (and with them their links);
     leaves libvirtd running."""
-    from ftorch.host import labssh
     from ftorch.rpc import ssh
     ssh.close_all()   # this process's connections into the lab die with it
     for h in HOSTS:

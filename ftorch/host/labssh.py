@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 from ftorch.errors import LabError
-from ftorch.host.lab import LAB_ROOT, OPERATOR_DIR
 from ftorch.host.proc import run
 
+LAB_ROOT = Path("/var/lib/ftorch/lab")     # the lab's "disks": a folder per host, shared, keys
+OPERATOR_DIR = LAB_ROOT / "operator"
 SSHD = "/usr/sbin/sshd"
 
 
