@@ -295,3 +295,25 @@ def test_an_ack_beyond_what_was_sent_drops_the_connection_and_releases_nothing(t
         sender.stop()
         tail.stop()
         srv.close()
+
+
+def test_silence_counts_from_the_connection_not_from_the_epoch(tmp_path):
+    """The failover watch takes `connects > 0 and now - last_heard > timeout` for a dead peer;
+    right after a connect, before the peer's HELLO, that must not hold (a primary once went on
+    alone 2 ms after it started)."""
+    log_path = tmp_path / "rr.log"
+    log_path.write_bytes(bytes(HEADER_SIZE))
+    srv = socket.create_server(("127.0.0.1", 0))   # accepts, never says HELLO
+    tail = LogTail(str(log_path))
+    tail.start()
+    sender = Sender(tail, srv.getsockname(), "t", heartbeat_s=0.1, timeout_s=30.0)
+    sender.start()
+    try:
+        conn, _ = srv.accept()
+        wait(lambda: sender.stats.connects == 1)
+        assert time.monotonic() - sender.stats.last_heard < 10
+        conn.close()
+    finally:
+        sender.stop()
+        tail.stop()
+        srv.close()

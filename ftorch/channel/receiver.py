@@ -64,6 +64,7 @@ class Receiver(Worker):
             except OSError as e:
                 log.error("logging channel listener failed: %s", e)
                 return
+            self.stats.last_heard = time.monotonic()   # silence counts from the connection
             self.stats.connects += 1
             log.info("primary connected from %s:%d", *addr)
             try:

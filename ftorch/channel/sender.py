@@ -74,6 +74,9 @@ class Sender(Worker):
         sock = socket.create_connection(self.peer, timeout=self.timeout_s)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(self.timeout_s)
+        # silence counts from the connection, not from the epoch: a watch that looks between
+        # the connect and the HELLO must not take a peer that has not spoken yet for a dead one
+        self.stats.last_heard = time.monotonic()
         self.stats.connects += 1
         return sock
 
