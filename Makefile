@@ -23,7 +23,7 @@ bench: image      ## benchmarks; writes bench/results/*.json and bench/results/l
 	$(PY) bench/run.py
 
 lint:
-	$(PY) -m ruff check ftorch tests bench vm-images scripts
+	$(PY) -m ruff check ftorch tests bench vm-images scripts tools
 
 clean:
 	-$(PY) -m ftorch lab down
