@@ -35,8 +35,8 @@ def released(cfg) -> int:
 
 def one_run(cfg_path: Path, tmp: Path, i: int) -> dict:
     cfg = load(cfg_path)
-    pair.down(cfg, timeout=10, force=True)
-    lab.up()  # idempotent; `ftorch up` needs the lab's sshd
+    lab.up()  # idempotent; first: the pair's hosts are reached over its sshd
+    pair.down(cfg, timeout=10, force=True)   # leftovers of an earlier run
     pair.up(cfg, wait=True, timeout=300)
     try:
         pair.wait_caught_up(cfg, timeout=300)

@@ -50,8 +50,8 @@ def _settled_alone(cfg, key: str) -> bool:
 def clones(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
     cfg = load(cfg_path)
     task = progress.add_task("protect: clones", total=CLONES)
-    pair.down(cfg, timeout=10, force=True)
-    lab.up()  # idempotent; `ftorch up` needs the lab's sshd
+    lab.up()  # idempotent; first: the pair's hosts are reached over its sshd
+    pair.down(cfg, timeout=10, force=True)   # leftovers of an earlier run
     pair.up(cfg, wait=True, timeout=300, mode="unprotected")
     client = _client(tmp, "clones", 600)
     pauses, first_try, tries, errors = [], 0, 0, []
@@ -90,8 +90,8 @@ def reprotection(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
     cfg = load(cfg_path)
     task = progress.add_task("protect: failover to protected again", total=REPROTECTS)
     gaps = []
-    pair.down(cfg, timeout=10, force=True)
-    lab.up()  # idempotent; `ftorch up` needs the lab's sshd
+    lab.up()  # idempotent; first: the pair's hosts are reached over its sshd
+    pair.down(cfg, timeout=10, force=True)   # leftovers of an earlier run
     pair.up(cfg, wait=True, timeout=300)
     live = "a"
     try:

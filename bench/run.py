@@ -94,8 +94,8 @@ def log_size(cfg) -> int:
 def scenario(name: str, mode: str, cfg_path: Path, tmp: Path, progress: Progress) -> dict:
     cfg = load(cfg_path)
     task = progress.add_task(f"{name}: booting", total=None)
-    pair.down(cfg, timeout=10, force=True)
-    lab.up()  # idempotent; `ftorch up` needs the lab's sshd
+    lab.up()  # idempotent; first: the pair's hosts are reached over its sshd
+    pair.down(cfg, timeout=10, force=True)   # leftovers of an earlier run
     pair.up(cfg, wait=True, timeout=300, mode=mode)
     client(1, tmp / "warm.json")  # the service answers: boot is over
     result: dict = {"mode": mode}

@@ -48,8 +48,8 @@ def main() -> int:
     cfg = load(sys.argv[1] if len(sys.argv) > 1 else ROOT / "examples/lab.yaml")
     console.rule("ftorch demo")
     console.print("starting the lab (hosts A and B, a client, a LAN bridge) and the pair…")
-    pair.down(cfg, timeout=10, force=True)
-    lab.up()  # idempotent; `ftorch up` needs the lab's sshd
+    lab.up()  # idempotent; first: the pair's hosts are reached over its sshd
+    pair.down(cfg, timeout=10, force=True)   # leftovers of an earlier run
     pair.up(cfg, wait=True, timeout=300)
     console.print("primary recording on host A, backup replaying on host B. The guest boots "
                   "(TCG, ~20 s); the backup replays the boot backlog and catches up…")
