@@ -96,6 +96,10 @@ def up() -> None:
         raise LabError("the lab needs root (network namespaces, taps, libvirtd)")
     _daemons()
     have = namespaces()
+    if LAN_NS in have and subprocess.run(["ip", "-n", LAN_NS, "link", "show", "br-mgmt"],
+                                         capture_output=True).returncode != 0:
+        raise LabError("the lab was made by an older ftorch (no management bridge for SSH): "
+                       "`ftorch lab down`, then `ftorch lab up`")
     if LAN_NS not in have:
         _ip("netns", "add", LAN_NS)
         for bridge in ("br0", "br-mgmt"):
