@@ -49,6 +49,14 @@ def test_unknown_fields_are_ignored_and_missing_ones_defaulted():
     assert (side.icount, side.guest, side.channel.state) == (6_100_000_000, "running", "streaming")
 
 
+def test_a_guest_recording_alone_shows_no_lag():
+    alone = SideStatus(host="b", role="live-alone",
+                       primary=PrimaryStatus(mode="unprotected", icount=6_226_000_000,
+                                             lag_instructions=6_226_000_000))
+    row = cli._row("b", alone)
+    assert row[4] == "6226.0" and row[6] == ""
+
+
 def test_the_status_table_fits_80_columns():
     out = io.StringIO()
     cli.console = Console(file=out, width=80)

@@ -116,7 +116,9 @@ def up(config: str = typer.Argument(..., help="The pair's YAML config."),
 def _row(key: str, s: SideStatus) -> tuple[str, ...]:
     gen = s.failover.generation if s.failover else None
     lag_s = s.backup.lag_seconds if s.backup else None
-    ch, behind = s.channel, s.lag_instructions
+    ch = s.channel
+    # a lag is the backup's distance behind: none for a guest recording alone
+    behind = s.lag_instructions if s.backup or s.mode == "protected" else None
     live = s.primary or s.backup
     return (key, s.role, "" if gen is None else str(gen), s.guest,
             f"{s.icount / 1e6:.1f}" if live else "",
