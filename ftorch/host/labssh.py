@@ -85,6 +85,12 @@ def sshd_pid(key: str) -> int | None:
         return None
 
 
+def _cover(dirs: list[Path]) -> str:
+    """Shell commands that hide each folder under an empty, unwritable file system (in the
+    mount namespace they run in)."""
+    return " && ".join(f"mount -t tmpfs -o size=64k,mode=000 ftorch-hidden {d}" for d in dirs)
+
+
 def start_sshd(key: str, netns: str, address: str, hide: list[Path], path: str) -> None:
     """Start host `key`'s sshd in its namespace, in a mount namespace of its own (ip netns exec
     makes one) where the folders in `hide` are covered by empty file systems."""
@@ -94,8 +100,7 @@ def start_sshd(key: str, netns: str, address: str, hide: list[Path], path: str) 
         raise LabError(f"{SSHD} missing: install openssh-server (`make setup`)")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)   # sshd's privilege separation folder
     (ssh_dir(key) / "sshd.pid").unlink(missing_ok=True)
-    cover = " && ".join(f"mount -t tmpfs -o size=64k,mode=000 ftorch-hidden {d}" for d in hide)
-    script = f"{cover} && exec {SSHD} -D -e -f {_config(key, address, path)}"
+    script = f"{_cover(hide)} && exec {SSHD} -D -e -f {_config(key, address, path)}"
     with open(ssh_dir(key) / "sshd.log", "ab") as out:
         subprocess.Popen(["ip", "netns", "exec", netns, "sh", "-c", script],
                          stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
@@ -121,7 +126,5 @@ def stop_sshd(key: str) -> None:
 def operator_command(argv: list[str]) -> list[str]:
     """argv run as the operator's side of the lab: in a mount namespace of its own in which
     every host's folder is hidden, so that the CLI can reach a host only over SSH."""
-    hide = " && ".join(f"mount -t tmpfs -o size=64k,mode=000 ftorch-hidden {host_dir(k)}"
-                       for k in ("a", "b"))
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-            f'{hide} && exec "$@"', "sh", *argv]
+            f'{_cover([host_dir(k) for k in ("a", "b")])} && exec "$@"', "sh", *argv]

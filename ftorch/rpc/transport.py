@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ftorch.errors import AgentUnreachable, FtorchError, VersionError
-from ftorch.host.imagecopy import data_ranges, digest_ranges
+from ftorch.host.imagecopy import HEADROOM, data_ranges, digest_ranges
 
 Progress = Callable[[int, int], None]
-HEADROOM = 16 << 20   # room left free on the far side after an image lands
 
 
 class HostUnreachable(AgentUnreachable):
