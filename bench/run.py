@@ -6,9 +6,10 @@ and the protected pair. Each: boot, wait for the service (and, for the pair, for
 catch up), IDLE_S of idle, then LOAD_S of a client writing over one TCP connection.
 Then the failover runs (bench/failover.py) and the re-protection runs (bench/protect.py).
 Writes bench/results/{replication,failover,protect}.json, bench/results/latest.md and
-bench/results/lag.png. `--report` rebuilds latest.md from those JSON files; `--only failover`,
-`--only protect` or `--only failover,protect` reruns those parts and rebuilds latest.md with the
-other parts' last results (`--protect` is `--only protect`).
+bench/results/lag.png. `--report` rebuilds latest.md from those JSON files; `--only PARTS` (a
+comma-separated list of failover, protect, channel) reruns those parts and rebuilds latest.md
+with the other parts' last results (`--protect` is `--only protect`). bench/channel.py: what TLS
+costs the logging channel; bench/ab.py: this tree against another, interleaved.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import channel
 import failover
 import protect
 import yaml
@@ -210,14 +212,37 @@ def plot(res: dict) -> None:
     fig.savefig(OUT / "lag.png", dpi=100)
 
 
-def report(res: dict, fail: dict, prot: dict, timeout_s: float) -> str:
+PARTS = ("failover", "protect", "channel")   # each reruns alone with --only
+
+
+def _run_part(part: str, cfg: Path, tmp: Path, progress: Progress) -> dict:
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if part == "failover":
+        return {**failover.run(cfg, tmp, progress), "date": now}
+    if part == "protect":
+        return {**protect.run(cfg, tmp, progress), "date": now}
+    return {**channel.run(), "date": now}
+
+
+def _last(part: str) -> dict | None:
+    f = OUT / f"{part}.json"
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def report(res: dict, parts: dict[str, dict | None], timeout_s: float) -> str:
     """Write the results as JSON and bench/results/latest.md; return the markdown."""
     (OUT / "replication.json").write_text(json.dumps({**res, "channel_timeout_s": timeout_s},
                                                      indent=2) + "\n")
-    (OUT / "failover.json").write_text(json.dumps(fail, indent=2) + "\n")
-    (OUT / "protect.json").write_text(json.dumps(prot, indent=2) + "\n")
-    text = (markdown(res) + "\n" + failover.markdown(fail, timeout_s) + "\n"
-            + protect.markdown(prot))
+    for part, r in parts.items():
+        if r is not None:
+            (OUT / f"{part}.json").write_text(json.dumps(r, indent=2) + "\n")
+    text = markdown(res)
+    if parts.get("channel"):
+        text += "\n" + channel.markdown(parts["channel"])
+    if parts.get("failover"):
+        text += "\n" + failover.markdown(parts["failover"], timeout_s)
+    if parts.get("protect"):
+        text += "\n" + protect.markdown(parts["protect"])
     (OUT / "latest.md").write_text(text)
     plot(res)
     return text
@@ -226,32 +251,27 @@ def report(res: dict, fail: dict, prot: dict, timeout_s: float) -> str:
 def main() -> int:
     if sys.argv[1:] == ["--report"]:   # rebuild latest.md from the JSON of the last run
         res = json.loads((OUT / "replication.json").read_text())
-        fail = json.loads((OUT / "failover.json").read_text())
-        prot = json.loads((OUT / "protect.json").read_text())
-        console.print(report(res, fail, prot, res.get("channel_timeout_s", 5.0)))
+        console.print(report(res, {p: _last(p) for p in PARTS}, res.get("channel_timeout_s", 5.0)))
         return 0
     if sys.argv[1:] == ["--protect"]:
         sys.argv[1:] = ["--only", "protect"]
     if sys.argv[1:2] == ["--only"] and len(sys.argv) == 3:  # the rest from the last run
-        parts = set(sys.argv[2].split(","))
-        if not parts <= {"failover", "protect"}:
-            console.print("--only takes failover, protect or failover,protect")
+        only = sys.argv[2].split(",")
+        if not set(only) <= set(PARTS):
+            console.print(f"--only takes a comma-separated list of {', '.join(PARTS)}")
             return 2
         res = json.loads((OUT / "replication.json").read_text())
-        fail = json.loads((OUT / "failover.json").read_text())
-        prot = json.loads((OUT / "protect.json").read_text())
-        now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        parts = {p: _last(p) for p in PARTS}
         with tempfile.TemporaryDirectory() as d, Progress(console=console) as progress:
             cfg = config(Path(d), "bench")
             try:
-                if "failover" in parts:
-                    fail = {**failover.run(cfg, Path(d), progress), "date": now}
-                if "protect" in parts:
-                    prot = {**protect.run(cfg, Path(d), progress), "date": now}
+                for part in only:
+                    parts[part] = _run_part(part, cfg, Path(d), progress)
             finally:
-                pair.down(load(cfg), timeout=10, force=True)
-                lab.down()
-        console.print(report(res, fail, prot, res.get("channel_timeout_s", 5.0)))
+                if set(only) - {"channel"}:
+                    pair.down(load(cfg), timeout=10, force=True)
+                    lab.down()
+        console.print(report(res, parts, res.get("channel_timeout_s", 5.0)))
         return 0
     OUT.mkdir(parents=True, exist_ok=True)
     res: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -266,14 +286,13 @@ def main() -> int:
         try:
             for name, mode, path in runs:
                 res[name] = scenario(name, mode, path, tmp, progress)
-            fail = failover.run(cfg, tmp, progress)
-            prot = protect.run(cfg, tmp, progress)
+            parts = {part: _run_part(part, cfg, tmp, progress) for part in PARTS}
         finally:
             pair.down(load(cfg), timeout=10, force=True)
             lab.down()
     for name, _, _ in runs:
         res[name]["ratio_to_plain"] = res[name]["request_rate"] / res["plain"]["request_rate"]
-    console.print(report(res, fail, prot, timeout_s))
+    console.print(report(res, parts, timeout_s))
     return 0
 
 

@@ -32,6 +32,8 @@ class ChannelStatus:
     sent_offset: int = 0
     finished: bool = False           # the stream ended and the backup has all of it
     refused_acks: int = 0            # ACKs past what was sent: a confused or hostile peer
+    refused_peers: int = 0           # connections without the pair's credential (trust.py)
+    last_refused: str = ""
     # the backup's receiver
     received_bytes: int = 0
     corrupt_frames: int = 0

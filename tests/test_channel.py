@@ -8,137 +8,15 @@ import socket
 import struct
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from channelkit import append, events, icount_of, wait
 
+from ftorch.channel import trust
 from ftorch.channel.feeder import IN_FLIGHT_MAX, Feeder, StreamStart
 from ftorch.channel.logtail import LogTail
-from ftorch.channel.receiver import Receiver
 from ftorch.channel.sender import Sender
-from ftorch.rr.replaylog import END, HEADER_SIZE, INSTRUCTION, VERSION_BYTES, block_completions
-
-
-def events(n: int, start: int = 0) -> bytes:
-    """n INSTRUCTION events of 1000 + i instructions, plus a CLOCK event every 10 and a disk
-    completion (number i // 100) every 100."""
-    out = bytearray()
-    for i in range(start, start + n):
-        out += bytes([INSTRUCTION]) + struct.pack(">I", 1000 + i)
-        if i % 10 == 0:
-            out += bytes([28]) + struct.pack(">q", i)
-        if i % 100 == 0:
-            out += block_completions(i // 100, 1)
-    return bytes(out)
-
-
-def icount_of(n: int) -> int:
-    return sum(1000 + i for i in range(n))
-
-
-class PipeReader(threading.Thread):
-    def __init__(self, fifo: Path) -> None:
-        super().__init__(daemon=True)
-        self.fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-        self.data = bytearray()
-        self.stop = False
-
-    def run(self) -> None:
-        while not self.stop:
-            try:
-                chunk = os.read(self.fd, 65536)
-                self.data += chunk
-            except BlockingIOError:
-                time.sleep(0.002)
-
-
-class Proxy(threading.Thread):
-    """TCP forwarder between sender and receiver whose connections the test can cut."""
-
-    def __init__(self, target: int) -> None:
-        super().__init__(daemon=True)
-        self.srv = socket.create_server(("127.0.0.1", 0))
-        self.port = self.srv.getsockname()[1]
-        self.target = target
-        self.socks: list[socket.socket] = []
-
-    def run(self) -> None:
-        while True:
-            try:
-                a, _ = self.srv.accept()
-            except OSError:
-                return
-            b = socket.create_connection(("127.0.0.1", self.target))
-            self.socks += [a, b]
-            for x, y in ((a, b), (b, a)):
-                threading.Thread(target=self._pump, args=(x, y), daemon=True).start()
-
-    @staticmethod
-    def _pump(x: socket.socket, y: socket.socket) -> None:
-        try:
-            while data := x.recv(65536):
-                y.sendall(data)
-        except OSError:
-            pass
-        for s in (x, y):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        for s in self.socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.socks.clear()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait(cond, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
-@pytest.fixture
-def channel(tmp_path, request):
-    log_path = tmp_path / "rr.log"
-    log_path.write_bytes(bytes(HEADER_SIZE))  # a recording writes its header last
-    feeder = Feeder(tmp_path / "replay.fifo", tmp_path / "rx.log")
-    reader = PipeReader(tmp_path / "replay.fifo")
-    if not request.node.get_closest_marker("stalled_backup"):
-        reader.start()
-    port = free_port()
-    receiver = Receiver(("127.0.0.1", port), "t", feeder, timeout_s=2.0,
-                        backup_icount=lambda: 0, on_data=lambda f: None)
-    receiver.start()
-    proxy = Proxy(port)
-    proxy.start()
-    tail = LogTail(str(log_path), max_chunk=4096)
-    tail.start()
-    sender = Sender(tail, ("127.0.0.1", proxy.port), "t", heartbeat_s=0.1, timeout_s=2.0)
-    sender.proxy = proxy
-    sender.start()
-    yield log_path, feeder, reader, receiver, sender
-    proxy.srv.close()
-    sender.stop()
-    tail.stop()
-    receiver.stop()
-    reader.stop = True
-    feeder.close()
-
-
-def append(path: Path, data: bytes) -> None:
-    with open(path, "ab") as f:
-        f.write(data)
+from ftorch.rr.replaylog import END, HEADER_SIZE, VERSION_BYTES, block_completions
 
 
 def test_stream_arrives_exactly_and_ends(channel):
@@ -260,7 +138,8 @@ def test_a_clone_stream_of_clock_reads_only_fills_half_the_pipe_and_counts_as_re
         feeder.close()
 
 
-def test_an_ack_beyond_what_was_sent_drops_the_connection_and_releases_nothing(tmp_path):
+def test_an_ack_beyond_what_was_sent_drops_the_connection_and_releases_nothing(tmp_path,
+                                                                               pair_dir):
     """A peer that acknowledges log it was never sent (a confused or hostile backup) would make
     the primary release output nobody holds: the sender refuses it and reconnects."""
     from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode
@@ -271,12 +150,13 @@ def test_an_ack_beyond_what_was_sent_drops_the_connection_and_releases_nothing(t
     tail = LogTail(str(log_path), max_chunk=4096)
     tail.start()
     sender = Sender(tail, srv.getsockname(), "t", heartbeat_s=0.1, timeout_s=2.0,
-                    on_ack=acks.append)
+                    tls=trust.context(pair_dir, server=False), on_ack=acks.append)
+    tls = trust.context(pair_dir, server=True)   # an insider: it holds the pair's credential
 
     def impostor() -> None:
         for _ in range(2):   # two sessions: the sender comes back after the refusal
             conn, _ = srv.accept()
-            with conn:
+            with tls.wrap_socket(conn, server_side=True) as conn:
                 conn.sendall(encode(Frame(Kind.HELLO, HEADER_SIZE, 0, b"t")))
                 dec = FrameDecoder()
                 while not any(f.kind == Kind.DATA for f in dec.feed(conn.recv(65536))):
@@ -297,7 +177,7 @@ def test_an_ack_beyond_what_was_sent_drops_the_connection_and_releases_nothing(t
         srv.close()
 
 
-def test_silence_counts_from_the_connection_not_from_the_epoch(tmp_path):
+def test_silence_counts_from_the_connection_not_from_the_epoch(tmp_path, pair_dir):
     """The failover watch takes `connects > 0 and now - last_heard > timeout` for a dead peer;
     right after a connect, before the peer's HELLO, that must not hold (a primary once went on
     alone 2 ms after it started)."""
@@ -306,7 +186,8 @@ def test_silence_counts_from_the_connection_not_from_the_epoch(tmp_path):
     srv = socket.create_server(("127.0.0.1", 0))   # accepts, never says HELLO
     tail = LogTail(str(log_path))
     tail.start()
-    sender = Sender(tail, srv.getsockname(), "t", heartbeat_s=0.1, timeout_s=30.0)
+    sender = Sender(tail, srv.getsockname(), "t", heartbeat_s=0.1, timeout_s=30.0,
+                    tls=trust.context(pair_dir, server=False))
     sender.start()
     try:
         conn, _ = srv.accept()

@@ -5,8 +5,9 @@ import textwrap
 
 
 def test_an_e2e_test_without_its_tools_fails_rather_than_skips(tmp_path):
-    (tmp_path / "conftest.py").write_text(
-        (__import__("pathlib").Path(__file__).with_name("conftest.py")).read_text())
+    here = __import__("pathlib").Path(__file__).parent
+    for name in ("conftest.py", "channelkit.py"):
+        (tmp_path / name).write_text((here / name).read_text())
     (tmp_path / "test_x.py").write_text(textwrap.dedent("""
         import pytest
         @pytest.mark.e2e

@@ -7,6 +7,7 @@ import time
 from collections import deque
 from typing import Any
 
+from ftorch.channel import trust
 from ftorch.channel.feeder import Feeder, StreamStart
 from ftorch.channel.framing import Frame
 from ftorch.channel.receiver import Receiver
@@ -42,7 +43,9 @@ class Backup:
         self.feeder = Feeder(self.paths.fifo, self.paths.spool, *qemu_ids(), start=start)
         me = cfg.host(key)
         self.receiver = Receiver((me.address, cfg.channel.port), cfg.pair, self.feeder,
-                                 cfg.channel.timeout_s, self._icount, self._on_data)
+                                 cfg.channel.timeout_s, self._icount, self._on_data,
+                                 trust.context(self.paths.root, server=True),
+                                 cfg.host(cfg.peer(key)).address)
         self._started = threading.Event()
         self._starter = threading.Thread(target=self._start_when_fed, name="starter", daemon=True)
 
@@ -130,7 +133,8 @@ class Backup:
             channel=ChannelStatus(state=r.state, received_bytes=r.received_bytes,
                                   acked_offset=self.feeder.received, connects=r.connects,
                                   corrupt_frames=r.corrupt_frames, last_error=r.last_error,
-                                  partial_dropped=r.partial_dropped),
+                                  partial_dropped=r.partial_dropped,
+                                  refused_peers=r.refused_peers, last_refused=r.last_refused),
             primary_icount=r.primary_icount, lag_instructions=max(0, r.primary_icount - icount),
             lag_seconds=c.lag_seconds() if c else None, break_hits=c.break_hits if c else 0,
             start_icount=self.feeder.start.icount, start_error=self.start_error)

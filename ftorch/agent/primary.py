@@ -5,6 +5,7 @@ import logging
 import time
 from typing import Any
 
+from ftorch.channel import trust
 from ftorch.channel.logtail import LogTail
 from ftorch.channel.sender import Sender
 from ftorch.config import PairConfig
@@ -39,8 +40,10 @@ class Primary:
     def _new_sender(self) -> Sender:
         peer = self.cfg.host(self.cfg.peer(self.key))
         ch = self.cfg.channel
+        tls = trust.context(self.paths.root, server=False) if self.mode != "plain" else None
         return Sender(self.tail, (peer.address, ch.port), self.cfg.pair, ch.heartbeat_s,
-                      ch.timeout_s, self.net.inbound_times, on_ack=self._on_ack)
+                      ch.timeout_s, tls, self.cfg.host(self.key).address, self.net.inbound_times,
+                      on_ack=self._on_ack)
 
     def _log_size(self) -> int:
         return self.paths.rr_log.stat().st_size
@@ -154,7 +157,8 @@ class Primary:
             channel=ChannelStatus(state=s.state, sent_bytes=s.sent_bytes,
                                   sent_offset=s.sent_offset, acked_offset=s.acked_offset,
                                   connects=s.connects, finished=s.finished,
-                                  refused_acks=s.refused_acks),
+                                  refused_acks=s.refused_acks, refused_peers=s.refused_peers,
+                                  last_refused=s.last_refused),
             backup_icount=s.backup_icount, lag_instructions=max(0, icount - s.backup_icount),
             net=NetStatus(self.net.frames_in, self.net.frames_out),
             gate=None if g is None else GateStatus(g.gate.held, g.gate.released, g.gate.open,

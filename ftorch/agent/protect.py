@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, replace
 
 from ftorch.agent.clone import clone
 from ftorch.agent.primary import Primary
+from ftorch.channel import trust
 from ftorch.channel.horizon import LEVEL_INSTRUCTIONS
 from ftorch.config import PairConfig
 from ftorch.errors import FtorchError
@@ -98,7 +99,8 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
 
     try:
         hosts(peer).prepare_pair(there, {n: here.root / n for n in BOOT_FILES},
-                                 (here.root / "pair.yaml").read_text())
+                                 (here.root / "pair.yaml").read_text(),
+                                 trust.read_credential(here.root))
         hosts(peer).start_agent(there, peer, "standby")
         wait_for(lambda: hosts.status(peer).role == "standby", 60,
                  f"the standby agent on host {peer} (see {there}/agent.log there)")

@@ -1,12 +1,19 @@
 """Backup side of the logging channel: accept the primary, check frames, feed the pipe, ack.
 
-Frames must arrive in order with valid checksums; anything else (a corrupt frame, a gap) drops
-the connection before a byte of it reaches QEMU, and the primary resumes from the last ack.
+Only a peer that proves it holds the pair's credential (trust.py) gets a session. A connection
+from any address but the primary's is closed unheard (the primary binds its source address), so
+strangers on the LAN cannot fill the handshake slots; the primary's connections authenticate in
+threads of their own within HANDSHAKE_S, and the newest authenticated one replaces the session
+(the primary reconnected). Frames must arrive in order with valid checksums; anything
+else (a corrupt frame, a gap) drops the connection before a byte of it reaches QEMU, and the
+primary resumes from the last ack.
 """
 from __future__ import annotations
 
 import logging
+import queue
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -14,10 +21,13 @@ from dataclasses import dataclass
 
 from ftorch.channel.feeder import Feeder
 from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode, now_us
+from ftorch.channel.trust import HANDSHAKE_S
 from ftorch.errors import ChannelError, FrameError
 from ftorch.worker import Worker
 
 log = logging.getLogger("ftorch.receiver")
+MAX_PENDING = 8      # connections authenticating at once; more are closed unheard
+BEAT_S = 0.2         # the backup speaks at least this often, acks or not
 
 
 @dataclass
@@ -32,13 +42,18 @@ class ReceiverStats:
     ended: bool = False
     last_error: str = ""
     partial_dropped: int = 0       # bytes of frames cut off by a broken connection (never fed)
+    refused_peers: int = 0         # connections that did not prove the pair's credential
+    last_refused: str = ""
 
 
 class Receiver(Worker):
     thread_name = "receiver"
 
     def __init__(self, bind: tuple[str, int], pair: str, feeder: Feeder, timeout_s: float,
-                 backup_icount: Callable[[], int], on_data: Callable[[Frame], None]) -> None:
+                 backup_icount: Callable[[], int], on_data: Callable[[Frame], None],
+                 tls: ssl.SSLContext | None, peer_address: str | None) -> None:
+        """tls: the pair's server context; None (plain TCP) only in benchmarks and tests.
+        peer_address: the only source address admitted (None: any, in tests)."""
         self.bind = bind
         self.pair = pair
         self.feeder = feeder
@@ -47,15 +62,29 @@ class Receiver(Worker):
         self.on_data = on_data
         self.stats = ReceiverStats()
         self.hold_acks = threading.Event()   # fault injection: receive and spool, but stay silent
+        self.tls = tls
+        self._last_sent = 0.0
+        self.peer_address = peer_address
         self._srv = socket.create_server(bind, reuse_port=False)
         self._srv.settimeout(0.2)
+        self._ready: queue.Queue[tuple[socket.socket, tuple[str, int]]] = queue.Queue()
+        self._pending = threading.BoundedSemaphore(MAX_PENDING)
+        self._acceptor = threading.Thread(target=self._accept, name="acceptor", daemon=True)
         super().__init__()
+
+    def start(self) -> None:
+        self._acceptor.start()
+        super().start()
 
     def stop(self, timeout: float = 5.0) -> None:
         super().stop(timeout)
+        if self._acceptor.ident is not None:
+            self._acceptor.join(timeout=timeout)
         self._srv.close()
+        while not self._ready.empty():
+            self._ready.get_nowait()[0].close()
 
-    def _run(self) -> None:
+    def _accept(self) -> None:
         while not self._stop.is_set() and not self.stats.ended:
             try:
                 conn, addr = self._srv.accept()
@@ -64,6 +93,38 @@ class Receiver(Worker):
             except OSError as e:
                 log.error("logging channel listener failed: %s", e)
                 return
+            if self.peer_address is not None and addr[0] != self.peer_address:
+                self._refuse(conn, addr, f"not the primary's address {self.peer_address}")
+                continue
+            if not self._pending.acquire(blocking=False):
+                self._refuse(conn, addr, f"more than {MAX_PENDING} connections authenticating")
+                continue
+            threading.Thread(target=self._authenticate, args=(conn, addr), name="handshake",
+                             daemon=True).start()
+
+    def _authenticate(self, conn: socket.socket, addr: tuple[str, int]) -> None:
+        try:
+            if self.tls is not None:
+                conn.settimeout(HANDSHAKE_S)
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            self._ready.put((conn, addr))
+        except (OSError, ssl.SSLError) as e:
+            self._refuse(conn, addr, f"no valid pair credential ({e})")
+        finally:
+            self._pending.release()
+
+    def _refuse(self, conn: socket.socket, addr: tuple[str, int], why: str) -> None:
+        conn.close()
+        self.stats.refused_peers += 1
+        self.stats.last_refused = f"{addr[0]}:{addr[1]}: {why}"
+        log.warning("logging channel: refused %s:%d: %s", addr[0], addr[1], why)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and not self.stats.ended:
+            try:
+                conn, addr = self._ready.get(timeout=0.2)
+            except queue.Empty:
+                continue
             self.stats.last_heard = time.monotonic()   # silence counts from the connection
             self.stats.connects += 1
             log.info("primary connected from %s:%d", *addr)
@@ -79,6 +140,7 @@ class Receiver(Worker):
                 self.stats.state = "ended" if self.stats.ended else "listening"
 
     def _send(self, conn: socket.socket, kind: Kind, payload: bytes = b"") -> None:
+        self._last_sent = time.monotonic()
         conn.sendall(encode(Frame(kind, self.feeder.received, self.backup_icount(), payload,
                                   stamp=now_us())))
 
@@ -99,10 +161,13 @@ class Receiver(Worker):
                     data = None
                 if data == b"":
                     raise ChannelError("primary closed the connection")
+                if not self._ready.empty():
+                    raise ChannelError("the primary opened a new connection; dropping this one")
+                if time.monotonic() - self._last_sent > BEAT_S:
+                    self._send(conn, Kind.BEAT)
                 if data is None:
                     if time.monotonic() - self.stats.last_heard > self.timeout_s:
                         raise ChannelError(f"primary silent for {self.timeout_s:.1f} s")
-                    self._send(conn, Kind.BEAT)
                     continue
                 self.stats.last_heard = time.monotonic()
                 for frame in dec.feed(data):

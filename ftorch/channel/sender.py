@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -32,6 +33,8 @@ class SenderStats:
     sent_offset: int = 0
     acked_offset: int = 0
     refused_acks: int = 0        # ACKs past what was sent: a confused or hostile peer
+    refused_peers: int = 0       # a listener at the backup's address without the pair's credential
+    last_refused: str = ""
     backup_icount: int = 0
     connects: int = 0
     last_heard: float = 0.0
@@ -43,9 +46,14 @@ class Sender(Worker):
     thread_name = "sender"
 
     def __init__(self, tail: LogTail, peer: tuple[str, int], pair: str, heartbeat_s: float,
-                 timeout_s: float, inbound_times: dict[bytes, float] | None = None,
+                 timeout_s: float, tls: ssl.SSLContext | None, source: str | None = None,
+                 inbound_times: dict[bytes, float] | None = None,
                  on_ack: Callable[[int], None] | None = None) -> None:
+        """tls: the pair's client context; None (plain TCP) only in benchmarks and tests.
+        source: this host's address on the LAN (the backup admits only it)."""
         self.tail = tail
+        self.tls = tls
+        self.source = source
         self.peer = peer
         self.pair = pair
         self.heartbeat_s = heartbeat_s
@@ -71,13 +79,23 @@ class Sender(Worker):
 
     def _connect(self) -> socket.socket:
         self.stats.state = "connecting"
-        sock = socket.create_connection(self.peer, timeout=self.timeout_s)
+        sock = socket.create_connection(self.peer, timeout=self.timeout_s,
+                                        source_address=(self.source, 0) if self.source else None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(self.timeout_s)
         # silence counts from the connection, not from the epoch: a watch that looks between
         # the connect and the HELLO must not take a peer that has not spoken yet for a dead one
         self.stats.last_heard = time.monotonic()
         self.stats.connects += 1
+        if self.tls is not None:
+            try:
+                sock = self.tls.wrap_socket(sock, server_side=False)
+            except (OSError, ssl.SSLError) as e:
+                sock.close()
+                self.stats.refused_peers += 1
+                self.stats.last_refused = f"{self.peer[0]}:{self.peer[1]}: {e}"
+                raise ChannelError(f"the listener at {self.peer[0]}:{self.peer[1]} did not prove "
+                                   f"the pair's credential ({e}): not this pair's backup") from None
         return sock
 
     def _session(self) -> None:
@@ -88,7 +106,7 @@ class Sender(Worker):
             offset = hello.offset
             if hello.payload.decode(errors="replace") != self.pair:
                 raise ChannelError(f"peer serves pair {hello.payload!r}, not {self.pair!r}")
-            if offset != 12 and self.tail.icount_at(offset) != hello.icount:
+            if self.tail.icount_at(offset) != hello.icount:
                 raise ChannelError(f"backup resumes at offset {offset} with icount {hello.icount}, "
                                    "which does not match this log: it replays another recording")
             self._acked(offset)  # what the backup holds is acknowledged, whoever sent it
@@ -166,7 +184,9 @@ class Sender(Worker):
         """Take the backup's ACKs and heartbeats; `sent` is the end of what this session sent
         (or the HELLO's offset): an ACK past it is not the backup's, and would release output
         for log the backup never had."""
-        while select.select([sock], [], [], 0)[0]:
+        # a TLS socket may hold decrypted bytes that select cannot see
+        while (isinstance(sock, ssl.SSLSocket) and sock.pending()) or \
+                select.select([sock], [], [], 0)[0]:
             data = sock.recv(65536)
             if not data:
                 raise ChannelError("backup closed the connection")

@@ -154,6 +154,11 @@ def status(config: str = typer.Argument(..., help="The pair's YAML config."),
         print(json.dumps(data.to_json(), indent=2, sort_keys=True))
     else:
         console.print(status_table(data))
+        for key, ch in ((k, h.channel) for k, h in data.hosts.items()):
+            if ch and ch.refused_peers:   # strangers on the LAN, or a peer with another credential
+                console.print(f"host {key}: refused {ch.refused_peers} channel connection(s) "
+                              f"without the pair's credential; last: {escape(ch.last_refused)}",
+                              highlight=False, soft_wrap=True)
     down = [h for h in data.hosts.values() if not h.reachable]
     for h in down:
         err.print(f"[red]error:[/red] {escape(h.error)}", highlight=False, soft_wrap=True)

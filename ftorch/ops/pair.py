@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ftorch.channel import trust
 from ftorch.channel.horizon import LEVEL_INSTRUCTIONS
 from ftorch.config import PairConfig
 from ftorch.errors import AgentUnreachable, FtorchError
@@ -66,9 +67,10 @@ def up(cfg: PairConfig, wait: bool, timeout: float, mode: str = "protected") -> 
     # a new run of the pair: host A owns generation 1 (safe: nothing of it runs, see above)
     hosts("a").reset_ownership(cfg.shared_dir, cfg.pair)
     files = image_files(cfg)
+    credential = trust.new_credential(cfg.pair)   # the channel's, for this run of the pair
     for key in keys:
         where = pair_dir(cfg, key)
-        hosts(key).prepare_pair(where, files, cfg.text)
+        hosts(key).prepare_pair(where, files, cfg.text, credential)
         hosts(key).start_agent(where, key, ROLE_OF[key], mode)
         wait_for(lambda k=key: _reachable(cfg, k), 30, f"the agent on host {key} "
                  f"(see {where}/agent.log there)")

@@ -102,9 +102,11 @@ class HostTransport(ABC):
         r = self.request("probe", pair_dir=pair_dir, domain=domain)
         return Probe(agent=bool(r["agent"]), domain=bool(r["domain"]))
 
-    def prepare_pair(self, pair_dir: str, files: dict[str, Path], config_text: str) -> None:
+    def prepare_pair(self, pair_dir: str, files: dict[str, Path], config_text: str,
+                     secrets: dict[str, bytes]) -> None:
         """A fresh pair folder there holding `files` (name there -> local path) and the
-        pair's config as `pair.yaml`, all owned by the QEMU user."""
+        pair's config as `pair.yaml`, all owned by the QEMU user, and `secrets` (name there ->
+        content, e.g. the channel credential) kept 0600 and root's."""
         self.request("prepare", pair_dir=pair_dir)
         sent = []
         for name, local in files.items():
@@ -112,6 +114,8 @@ class HostTransport(ABC):
             self.send_image(str(local), dst, what=f"{name} for {self.label}")
             sent.append(dst)
         self.put_bytes(config_text.encode(), f"{pair_dir}/pair.yaml", mode=0o600)
+        for name, data in secrets.items():
+            self.put_bytes(data, f"{pair_dir}/{name}", mode=0o600)
         self.request("own", paths=[pair_dir, *sent])
 
     def start_agent(self, pair_dir: str, key: str, role: str, mode: str = "protected") -> None:

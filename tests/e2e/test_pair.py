@@ -7,9 +7,11 @@ determinism.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +19,7 @@ from ftorch.host import lab
 from ftorch.host.layout import paths
 from ftorch.rr.replaylog import scan_file
 
-from .lab_helpers import Client, ftorch, running_pair, side, wait_until, write_config
+from .lab_helpers import ROOT, Client, ftorch, running_pair, side, wait_until, write_config
 
 pytestmark = pytest.mark.e2e
 PAIR = "e2e"
@@ -123,6 +125,41 @@ def test_channel_cut_and_restored(pair):
     wait_until(lambda: side(cfg_path, "b").backup.received_offset
                >= side(cfg_path, "a").primary.log_offset
                - 65536, 60, "the stream to catch up after the cut")
+
+
+def stranger(ns: str, target: str, port: int, source: str | None = None) -> dict[str, str]:
+    cmd = ["ip", "netns", "exec", ns, sys.executable, str(Path(__file__).with_name("stranger.py")),
+           target, str(port), PAIR, *([source] if source else [])]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(p.stdout)
+
+
+def turned_away(attempts: dict[str, str]) -> bool:
+    return all(r == "closed" or r.startswith("refused") for r in attempts.values())
+
+
+def test_strangers_on_the_lan_are_refused_and_counted(pair):
+    """Well-formed HELLO, DATA, END and ACK frames from the LAN and from host A's own address
+    (where only TLS stands in the way), in clear and with a certificate of their own: all
+    refused and counted by the backup; the primary listens to nobody; the pair streams on."""
+    cfg_path, cfg, tmp = pair
+    port, a_addr, b_addr = cfg.channel.port, cfg.host("a").address, cfg.host("b").address
+    before_a, before_b = side(cfg_path, "a").channel, side(cfg_path, "b").channel
+    client = Client(tmp / "strangers.json", duration=10, prefix="s")
+    assert turned_away(stranger(lab.CLIENT_NS, b_addr, port))
+    assert turned_away(stranger(lab.HOSTS[0].netns, b_addr, port, source=a_addr))
+    assert stranger(lab.CLIENT_NS, a_addr, port) == {"clear": "connect: ConnectionRefusedError",
+                                                     "tls": "connect: ConnectionRefusedError"}
+    b = wait_until(lambda: (s := side(cfg_path, "b").channel).refused_peers
+                   == before_b.refused_peers + 4 and s, 60, "the backup to count 4 refusals")
+    assert b.connects == before_b.connects, "a stranger got a session"
+    assert b.state == "streaming" and b.corrupt_frames == before_b.corrupt_frames
+    res = client.result(timeout=120)
+    assert res["errors"] == [] and res["mismatches"] == [] and len(res["acked"]) > 0
+    a = side(cfg_path, "a").channel
+    assert a.state == "streaming" and a.connects == before_a.connects
+    assert a.refused_acks == before_a.refused_acks == 0
 
 
 def test_clean_shutdown_backup_replays_identically(pair):

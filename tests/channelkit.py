@@ -1,0 +1,105 @@
+"""Helpers for the logging channel's tests: a synthetic log, a pipe reader, a cuttable proxy."""
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+from ftorch.rr.replaylog import INSTRUCTION, block_completions
+
+
+def events(n: int, start: int = 0) -> bytes:
+    """n INSTRUCTION events of 1000 + i instructions, plus a CLOCK event every 10 and a disk
+    completion (number i // 100) every 100."""
+    out = bytearray()
+    for i in range(start, start + n):
+        out += bytes([INSTRUCTION]) + struct.pack(">I", 1000 + i)
+        if i % 10 == 0:
+            out += bytes([28]) + struct.pack(">q", i)
+        if i % 100 == 0:
+            out += block_completions(i // 100, 1)
+    return bytes(out)
+
+
+def icount_of(n: int) -> int:
+    return sum(1000 + i for i in range(n))
+
+
+class PipeReader(threading.Thread):
+    def __init__(self, fifo: Path) -> None:
+        super().__init__(daemon=True)
+        self.fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.data = bytearray()
+        self.stop = False
+
+    def run(self) -> None:
+        while not self.stop:
+            try:
+                chunk = os.read(self.fd, 65536)
+                self.data += chunk
+            except BlockingIOError:
+                time.sleep(0.002)
+
+
+class Proxy(threading.Thread):
+    """TCP forwarder between sender and receiver whose connections the test can cut."""
+
+    def __init__(self, target: int) -> None:
+        super().__init__(daemon=True)
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.target = target
+        self.socks: list[socket.socket] = []
+
+    def run(self) -> None:
+        while True:
+            try:
+                a, _ = self.srv.accept()
+            except OSError:
+                return
+            b = socket.create_connection(("127.0.0.1", self.target))
+            self.socks += [a, b]
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pump, args=(x, y), daemon=True).start()
+
+    @staticmethod
+    def _pump(x: socket.socket, y: socket.socket) -> None:
+        try:
+            while data := x.recv(65536):
+                y.sendall(data)
+        except OSError:
+            pass
+        for s in (x, y):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        for s in self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.socks.clear()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(cond, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
