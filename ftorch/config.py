@@ -93,6 +93,17 @@ class SshConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    # Free space each host keeps in its pair folder's filesystem. Below it the primary pauses
+    # its guest (nothing is lost; it resumes at twice the reserve) and a backup steps down (the
+    # primary then goes on alone, and re-protects once the backup host has room again).
+    disk_reserve_mib: int = 64
+    # The newest log kept on each host (rr.log on the primary, rx.log on the backup); older log
+    # the backup holds is given back to the filesystem, so an idle pair's disk use stays flat.
+    log_keep_mib: int = 64
+
+
+@dataclass(frozen=True)
 class DebugConfig:
     faults: bool = False  # fault injection (`ftorch debug ...`) for tests; never in production
 
@@ -107,6 +118,7 @@ class PairConfig:
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     failover: FailoverConfig = field(default_factory=FailoverConfig)
     ssh: SshConfig = field(default_factory=SshConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     source: str = ""
     text: str = ""        # the YAML as written: what each host's agent is given
@@ -237,6 +249,7 @@ def parse(data: Any, source: str = "<config>", text: str = "") -> PairConfig:
         replay=_build(ReplayConfig, data.get("replay", {}), "replay"),
         failover=_build(FailoverConfig, data.get("failover", {}), "failover"),
         ssh=_build(SshConfig, data.get("ssh", {}), "ssh"),
+        limits=_build(LimitsConfig, data.get("limits", {}), "limits"),
         debug=_build(DebugConfig, data.get("debug", {}), "debug"),
         source=source,
         text=text,

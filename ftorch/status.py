@@ -69,6 +69,7 @@ class PrimaryStatus:
     channel: ChannelStatus = field(default_factory=ChannelStatus)
     backup_icount: int = 0
     lag_instructions: int = 0
+    disk_paused: bool = False        # guest paused: the pair folder is below its reserve
     net: NetStatus = field(default_factory=NetStatus)
     gate: GateStatus | None = None
     staleness_s: Summary = field(default_factory=Summary)
@@ -95,6 +96,7 @@ class BackupStatus:
     break_hits: int = 0
     start_icount: int = 0            # a clone's backup starts at its snapshot
     start_error: str | None = None
+    withdrawn: str | None = None     # why it stepped down (a full disk)
 
 
 @dataclass(frozen=True)
@@ -130,13 +132,24 @@ class ReprotectStatus:
     passed_s: float | None = None
 
 
+@dataclass(frozen=True)
+class DiskStatus:
+    """Free space of the host's pair folder against its reserve (agent/diskguard.py)."""
+
+    free_bytes: int | None = None
+    reserve_bytes: int = 0
+    low: bool = False
+    since: float | None = None       # when it fell below the reserve
+    action: str = ""                 # what the agent did about it
+
+
 ROLE_RECORDS = ("primary", "backup")
 
 
 @dataclass(frozen=True)
 class SideStatus:
     """One host's answer: `role` as the operator sees it (primary, backup, standby, live-alone,
-    fenced, handed-over, or unreachable with `error` saying why)."""
+    fenced, handed-over, withdrawn, or unreachable with `error` saying why)."""
 
     host: str
     role: str
@@ -147,6 +160,7 @@ class SideStatus:
     backup: BackupStatus | None = None      # while it replays
     failover: FailoverStatus | None = None
     reprotect: ReprotectStatus | None = None
+    disk: DiskStatus | None = None
 
     # what any side has, whichever its role
     @property

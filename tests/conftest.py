@@ -50,7 +50,7 @@ def pair_dir(tmp_path, credential) -> Path:
 def channel(tmp_path, request, pair_dir):
     log_path = tmp_path / "rr.log"
     log_path.write_bytes(bytes(HEADER_SIZE))  # a recording writes its header last
-    feeder = Feeder(tmp_path / "replay.fifo", tmp_path / "rx.log")
+    feeder = Feeder(tmp_path / "replay.fifo", tmp_path / "rx.log", keep=0)   # holes punched
     reader = PipeReader(tmp_path / "replay.fifo")
     if not request.node.get_closest_marker("stalled_backup"):
         reader.start()
@@ -61,7 +61,7 @@ def channel(tmp_path, request, pair_dir):
     receiver.start()
     proxy = Proxy(port)
     proxy.start()
-    tail = LogTail(str(log_path), max_chunk=4096)
+    tail = LogTail(str(log_path), max_chunk=4096, keep=0)
     tail.start()
     sender = Sender(tail, ("127.0.0.1", proxy.port), "t", heartbeat_s=0.1, timeout_s=2.0,
                     tls=trust.context(pair_dir, server=False))

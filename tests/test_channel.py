@@ -198,3 +198,20 @@ def test_silence_counts_from_the_connection_not_from_the_epoch(tmp_path, pair_di
         sender.stop()
         tail.stop()
         srv.close()
+
+
+def test_space_of_what_the_backup_holds_goes_back_on_both_sides(channel):
+    """Both files keep their size and offsets, lose the blocks behind what is done with, and
+    the pipe still gets every byte (the channel fixture keeps 0 bytes: all is given back)."""
+    log_path, feeder, reader, receiver, sender = channel
+    body = events(600_000)   # ~4 MB
+    append(log_path, body)
+    wait(lambda: len(reader.data) == 4 + len(body), timeout=60)
+    assert bytes(reader.data) == VERSION_BYTES + body
+    spool = log_path.with_name("rx.log")
+
+    def given_back(path) -> bool:
+        return os.stat(path).st_blocks * 512 < len(body) / 2
+    wait(lambda: given_back(log_path) and given_back(spool))   # each after its last ack/feed
+    for path in (log_path, spool):
+        assert os.stat(path).st_size >= HEADER_SIZE + len(body) - 4096, path

@@ -28,9 +28,9 @@ def test_submitted_events_are_applied_on_the_watch_thread_in_order():
     seen: list[tuple[Event, str]] = []
     real = w._apply
 
-    def record(event: Event) -> None:
+    def record(event: Event, detail: str = "") -> None:
         seen.append((event, threading.current_thread().name))
-        real(event)
+        real(event, detail)
 
     w._apply = record
     w._silent = lambda: False
@@ -43,3 +43,16 @@ def test_submitted_events_are_applied_on_the_watch_thread_in_order():
     finally:
         w.stop()
     assert seen == [(Event.OPERATOR_STOP, "failover"), (Event.TAKE_OVER, "failover")]
+
+
+def test_a_backup_with_a_full_disk_steps_down_and_never_claims():
+    w = watch()
+    w.lock = SimpleNamespace(current=lambda: None)
+    withdrawn: list[str] = []
+    w.subject = SimpleNamespace(withdraw=withdrawn.append)
+    w._silent = lambda: True          # the primary goes quiet right after: no claim follows
+    w.role = Role.BACKUP
+    w._apply(Event.DISK_FULL, "12 MiB free")
+    assert w.role == Role.WITHDRAWN and withdrawn == [w.reason] and "12 MiB free" in w.reason
+    with pytest.raises(RoleError):
+        w._apply(Event.CHANNEL_SILENT)

@@ -46,3 +46,22 @@ def test_offset_inside_an_event_is_refused(tail):
     t, _ = tail
     with pytest.raises(LogFormatError, match="not an event boundary"):
         t.boundary_at(HEADER_SIZE + 3, timeout=5)
+
+
+def test_the_index_keeps_only_what_the_backup_has_not_acknowledged(tmp_path):
+    path = tmp_path / "rr.log"
+    path.write_bytes(bytes(HEADER_SIZE) + b"".join(instr(i + 1) for i in range(200)))
+    t = LogTail(str(path), max_chunk=10)   # all there at the start: two events a chunk
+    t.start()
+    try:
+        wait(lambda: t.head()[0] == HEADER_SIZE + 200 * 5)
+        assert t.indexed == 100
+        acked = HEADER_SIZE + 150 * 5
+        t.forget_before(acked)
+        assert t.indexed == 26                     # 50 events unacked, and the chunk before
+        assert t.icount_at(acked) == sum(range(1, 151))   # a resume there is still checked
+        assert t.chunk_at(acked, timeout=1).offset == acked
+        with pytest.raises(LogFormatError, match="acknowledged earlier"):
+            t.chunk_at(HEADER_SIZE, timeout=1)
+    finally:
+        t.stop()

@@ -65,3 +65,20 @@ def test_the_status_table_fits_80_columns():
     assert max(len(line) for line in lines) <= 80
     assert any("primary" in line and "6200.0" in line for line in lines)
     assert any("backup" in line and "0.043" in line and "1.50" in line for line in lines)
+
+
+def test_notes_name_a_full_disk_and_refused_strangers():
+    from dataclasses import replace
+
+    from ftorch.status import ChannelStatus, DiskStatus
+    a = replace(PRIMARY, disk=DiskStatus(free_bytes=10 << 20, reserve_bytes=64 << 20, low=True,
+                                         action="guest paused until there is room"))
+    b = replace(BACKUP, backup=replace(BACKUP.backup, channel=ChannelStatus(
+        refused_peers=3, last_refused="10.77.0.100:5000: not the primary's address")))
+    notes = cli.status_notes(PairStatus("p", {"a": a, "b": b}))
+    assert notes == ["host a: disk full: 10 MiB free, reserve 64 MiB: guest paused until there "
+                     "is room", "host b: refused 3 channel connection(s) without the pair's "
+                     "credential; last: 10.77.0.100:5000: not the primary's address"]
+    assert cli.status_notes(PairStatus("p", {"a": PRIMARY, "b": BACKUP})) == []
+    back = SideStatus.from_json(json.loads(json.dumps(a.to_json())))
+    assert back.disk == a.disk

@@ -40,7 +40,9 @@ class Backup:
             self.disk_ready.set()
         self.start_error: str | None = None
         self._closing = False
-        self.feeder = Feeder(self.paths.fifo, self.paths.spool, *qemu_ids(), start=start)
+        self.withdrawn: str | None = None
+        self.feeder = Feeder(self.paths.fifo, self.paths.spool, *qemu_ids(), start=start,
+                             keep=cfg.limits.log_keep_mib << 20)
         me = cfg.host(key)
         self.receiver = Receiver((me.address, cfg.channel.port), cfg.pair, self.feeder,
                                  cfg.channel.timeout_s, self._icount, self._on_data,
@@ -112,7 +114,16 @@ class Backup:
         return {"finished": bool(c and c.finished), "icount": c.icount if c else 0,
                 "error": c.error if c else None}
 
+    def withdraw(self, why: str) -> None:
+        """Step down (roles: DISK_FULL): stop replaying and listening; the primary, hearing
+        nothing, goes on alone. The agent stays up to say why."""
+        self.withdrawn = why
+        log.error("stepping down as backup: %s", why)
+        self.close()
+
     def close(self) -> None:
+        if self._closing:
+            return
         self._closing = True
         self.disk_ready.set()   # a starter still waiting for a clone's image ends
         if self.controller:
@@ -137,7 +148,8 @@ class Backup:
                                   refused_peers=r.refused_peers, last_refused=r.last_refused),
             primary_icount=r.primary_icount, lag_instructions=max(0, r.primary_icount - icount),
             lag_seconds=c.lag_seconds() if c else None, break_hits=c.break_hits if c else 0,
-            start_icount=self.feeder.start.icount, start_error=self.start_error)
+            start_icount=self.feeder.start.icount, start_error=self.start_error,
+            withdrawn=self.withdrawn)
 
 
 class Standby:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ftorch.agent.backup import Backup, Standby
 from ftorch.agent.control import ControlServer
+from ftorch.agent.diskguard import DiskGuard
 from ftorch.agent.failover import FailoverWatch
 from ftorch.agent.primary import Primary
 from ftorch.agent.protect import FAULTS, peer_free, protect
@@ -45,6 +46,32 @@ class Agent:
         self.done = threading.Event()
         self.reprotect = Reprotector(self)
         self.clone_fault: str | None = None   # test hook: spoil the next clone's image
+        self.disk = DiskGuard(self.paths.root, self.cfg.limits.disk_reserve_mib, self._disk_low,
+                              self._disk_ok)
+
+    def _disk_low(self, why: str) -> str:
+        """The pair folder fell below its reserve: see diskguard.py for what each role does."""
+        role = self.role
+        try:
+            if isinstance(role, Primary):
+                return role.pause_for_disk()
+            if isinstance(role, Backup) and self.watch is not None:
+                self.watch.disk_full(why)
+                return "backup stepped down; the primary goes on alone"
+            if isinstance(role, Backup):
+                role.withdraw(why)
+                return "backup stepped down (failover off: the primary holds its output)"
+        except FtorchError as e:
+            log.error("disk full, and acting on it failed: %s", e)
+            return f"nothing done: {e}"
+        return "nothing running here"
+
+    def _disk_ok(self) -> None:
+        if isinstance(self.role, Primary):
+            try:
+                self.role.resume_for_disk()
+            except FtorchError as e:
+                log.error("disk space back, but resuming the guest failed: %s", e)
 
     def _went_live(self, live: Primary) -> None:
         self.role = live
@@ -86,14 +113,16 @@ class Agent:
         rec = self.role.status()
         role = "standby" if rec is None else "primary" if isinstance(rec, PrimaryStatus) else "backup"
         if self.watch is not None and self.watch.role in (Role.LIVE_ALONE, Role.FENCED,
-                                                          Role.HANDED_OVER):
+                                                          Role.HANDED_OVER, Role.WITHDRAWN):
             role = str(self.watch.role)
+        if isinstance(self.role, Backup) and self.role.withdrawn:
+            role = str(Role.WITHDRAWN)
         return SideStatus(
             host=self.key, role=role, pair=self.cfg.pair, pid=os.getpid(),
             primary=rec if isinstance(rec, PrimaryStatus) else None,
             backup=rec if isinstance(rec, BackupStatus) else None,
             failover=self.watch.status() if self.watch is not None else None,
-            reprotect=self.reprotect.last)
+            reprotect=self.reprotect.last, disk=self.disk.status())
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
@@ -155,6 +184,7 @@ class Agent:
                                                  and self.role.mode == "protected"):
                 self.arm()
             self.reprotect.start()
+            self.disk.start()
             self.paths.pid.write_text(f"{os.getpid()}\n")
             log.info("agent for %s on host %s is up as %s", self.cfg.pair, self.key,
                      type(self.role).__name__.lower())
@@ -164,6 +194,7 @@ class Agent:
             log.error("%s", e)
             return e.exit_code
         finally:
+            self.disk.stop(timeout=1)
             self.reprotect.stop(timeout=1)
             if self.watch is not None:
                 self.watch.stop(timeout=1)

@@ -47,12 +47,12 @@ class FailoverWatch(Worker):
         self.stream: dict = {}               # what the backup had received when it went live
         self.lock = SharedLock(Path(self.cfg.shared_dir), self.cfg.pair)
         # events from the control socket, applied by the watch's own thread (one at a time)
-        self._events: queue.Queue[tuple[Event, threading.Event, list[Any]]] = queue.Queue()
+        self._events: queue.Queue[tuple[Event, str, threading.Event, list[Any]]] = queue.Queue()
         self._handlers: dict[Action, Callable[[], None]] = {
             Action.CLAIM: self._claim_and_apply, Action.CLOSE_GATE: self._close_gate,
             Action.OPEN_GATE_UNGATED: self._go_on_alone, Action.GO_LIVE: self._go_live,
             Action.HAND_OVER: self._hand_over, Action.RESUME_GUEST: self._resume_guest,
-            Action.ALERT: self._alert}
+            Action.ALERT: self._alert, Action.WITHDRAW: self._withdraw}
         super().__init__()
 
     def _silent(self) -> bool:
@@ -83,29 +83,31 @@ class FailoverWatch(Worker):
         """Apply the events the control socket submitted, in order, on this thread."""
         while True:
             try:
-                event, done, box = self._events.get_nowait()
+                event, detail, done, box = self._events.get_nowait()
             except queue.Empty:
                 return
             try:
-                self._apply(event)
+                self._apply(event, detail)
             except Exception as e:  # noqa: BLE001 - handed to the submitter, who reports it
                 box.append(e)
             finally:
                 done.set()
 
-    def submit(self, event: Event, timeout: float) -> None:
-        """Have the watch's thread apply `event`; wait for it, and raise what it raised."""
+    def submit(self, event: Event, timeout: float, detail: str = "") -> None:
+        """Have the watch's thread apply `event` (`detail`: why, for status); wait for it, and
+        raise what it raised."""
         done, box = threading.Event(), []
-        self._events.put((event, done, box))
+        self._events.put((event, detail, done, box))
         if not done.wait(timeout):
             raise FtorchError(f"{event}: host {self.key} did not finish it within {timeout:.0f} s "
                               f"(it is {self.role})")
         if box:
             raise box[0]
 
-    def _apply(self, event: Event) -> None:
+    def _apply(self, event: Event, detail: str = "") -> None:
         s = step(self.role, event)
-        prev, self.role, self.reason = self.role, s.role, s.reason
+        reason = f"{s.reason} ({detail})" if detail else s.reason
+        prev, self.role, self.reason = self.role, s.role, reason
         log.warning("%s -> %s on %s: %s", prev, s.role, event, s.reason)
         for action in s.actions:
             self._handlers[action]()
@@ -120,6 +122,14 @@ class FailoverWatch(Worker):
     def _resume_guest(self) -> None:
         assert isinstance(self.subject, Primary)
         self.subject.resume_guest()
+
+    def _withdraw(self) -> None:
+        self.subject.withdraw(self.reason)   # the table sends only a backup here
+
+    def disk_full(self, why: str) -> None:
+        """A backup steps down (roles: DISK_FULL); in any other role this raises RoleError and
+        the caller leaves the role as it is (a go-live under way finishes or fails)."""
+        self.submit(Event.DISK_FULL, 30, detail=why)
 
     def _alert(self) -> None:
         log.error("operator needed: %s", self.reason)
@@ -220,7 +230,7 @@ class FailoverWatch(Worker):
     def halt(self) -> None:
         """Operator stop: whatever the channel does from now on, this side does not act. Does
         not wait: the watch applies it next (after a go-live under way, which it cannot undo)."""
-        self._events.put((Event.OPERATOR_STOP, threading.Event(), []))
+        self._events.put((Event.OPERATOR_STOP, "", threading.Event(), []))
         self._stop.set()
 
     def status(self) -> FailoverStatus:

@@ -32,7 +32,9 @@ class Primary:
         self.loadvm = loadvm
         self.paths = paths(cfg, key)
         self.guest: Guest | None = None
-        self.tail = LogTail(str(self.paths.rr_log), cfg.channel.frame_max_bytes, base_icount)
+        self.disk_paused = False
+        self.tail = LogTail(str(self.paths.rr_log), cfg.channel.frame_max_bytes, base_icount,
+                            keep=cfg.limits.log_keep_mib << 20)
         self.net = NetBridge(str(self.paths.net_sock), cfg.host(key).tap,
                              self._log_size if mode != "plain" else None, gated=mode == "protected")
         self.sender = self._new_sender()
@@ -122,6 +124,20 @@ class Primary:
         if self.guest is not None:
             self.guest.qmp("cont")
 
+    def pause_for_disk(self) -> str:
+        """The pair folder is nearly full: pause the guest before the log or the disk image
+        fails a write (its output waits; its log stays whole)."""
+        if self.guest is None or not self.guest.is_active():
+            return "nothing running to pause"
+        self.guest.qmp("stop")
+        self.disk_paused = True
+        return "guest paused until there is room"
+
+    def resume_for_disk(self) -> None:
+        if self.disk_paused and self.guest is not None and self.guest.is_active():
+            self.guest.qmp("cont")
+        self.disk_paused = False
+
     def stop_guest(self) -> dict[str, Any]:
         """Stop QEMU cleanly: it writes END and the header; the backup gets all of the log."""
         if self.guest is not None and self.guest.is_active():
@@ -160,6 +176,7 @@ class Primary:
                                   refused_acks=s.refused_acks, refused_peers=s.refused_peers,
                                   last_refused=s.last_refused),
             backup_icount=s.backup_icount, lag_instructions=max(0, icount - s.backup_icount),
+            disk_paused=self.disk_paused,
             net=NetStatus(self.net.frames_in, self.net.frames_out),
             gate=None if g is None else GateStatus(g.gate.held, g.gate.released, g.gate.open,
                                                    delays["p50"], delays["p99"]),

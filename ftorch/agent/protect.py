@@ -66,12 +66,34 @@ class ProtectResult:
 
 def peer_free(cfg: PairConfig, me: str) -> bool:
     """Can the peer host take a backup: it answers over SSH and no agent of this pair runs
-    there (a host we cannot reach is not free: it may still run the pair)."""
+    there, or only one that stepped down (a full disk); a host we cannot reach is not free: it
+    may still run the pair."""
     peer = cfg.peer(me)
+    hosts = Hosts(cfg, me)
     try:
-        return not Hosts(cfg, me)(peer).probe(pair_dir(cfg, peer), "").agent
+        return (not hosts(peer).probe(pair_dir(cfg, peer), "").agent
+                or hosts.status(peer).role == "withdrawn")
     except FtorchError:
         return False
+
+
+def _check_room(cfg: PairConfig, hosts: Hosts, peer: str, there: str) -> None:
+    """Before pausing the guest for a clone: the peer must have room for one (its memory, at
+    least) above its reserve; send_image checks the exact size after the clone."""
+    free = int(hosts(peer).request("free", path=there)["free"])
+    need = (cfg.limits.disk_reserve_mib + cfg.guest.memory_mib) << 20
+    if free < need:
+        raise ProtectError(f"no room for the clone on host {peer}: {free >> 20} MiB free in "
+                           f"{there}, at least {need >> 20} MiB needed (guest memory and "
+                           f"limits.disk_reserve_mib)")
+
+
+def _dismiss_withdrawn(hosts: Hosts, peer: str) -> None:
+    """An agent that stepped down on the peer has said why; it goes before a new backup."""
+    if hosts.status(peer).role == "withdrawn":
+        hosts.agent(peer, "quit", timeout=10)
+        wait_for(lambda: not hosts.status(peer).reachable, 60,
+                 f"the withdrawn agent on host {peer} to quit")
 
 
 def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
@@ -98,9 +120,11 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
         swap(new)
 
     try:
+        _dismiss_withdrawn(hosts, peer)
         hosts(peer).prepare_pair(there, {n: here.root / n for n in BOOT_FILES},
                                  (here.root / "pair.yaml").read_text(),
                                  trust.read_credential(here.root))
+        _check_room(cfg, hosts, peer, there)
         hosts(peer).start_agent(there, peer, "standby")
         wait_for(lambda: hosts.status(peer).role == "standby", 60,
                  f"the standby agent on host {peer} (see {there}/agent.log there)")
@@ -112,7 +136,8 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
         if fault:
             spoil(str(staging), tag, fault)
         sent = hosts(peer).send_image(str(staging), f"{there}/{paths(cfg, peer).disk.name}",
-                                      progress, what="the clone")
+                                      progress, what="the clone",
+                                      reserve=cfg.limits.disk_reserve_mib << 20)
         hosts(peer).request("own", paths=[f"{there}/{paths(cfg, peer).disk.name}"])
         copy_s = time.monotonic() - t0
         hosts.agent(peer, "disk-ready", timeout=30)

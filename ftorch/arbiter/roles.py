@@ -24,6 +24,7 @@ class Role(StrEnum):
     LIVE_ALONE = "live-alone"    # the only copy: recording, output ungated, awaiting protection
     FENCED = "fenced"            # lost the race (or cannot reach the arbiter): no output, ever
     STOPPED = "stopped"          # operator stop: nobody goes live
+    WITHDRAWN = "withdrawn"      # backup whose disk is full: stepped down, never goes live
     HANDED_OVER = "handed-over"  # planned switch: guest paused, whole log with the backup
 
 
@@ -38,6 +39,7 @@ class Event(StrEnum):
     HANDOVER = "handover"                # `ftorch failover`, on the primary
     TAKE_OVER = "take-over"              # `ftorch failover`, on the backup, after the handover
     RESUME = "resume"                    # `ftorch failover` gave up before the backup claimed
+    DISK_FULL = "disk-full"              # this host's pair folder is below its free-space reserve
 
 
 class Action(StrEnum):
@@ -48,6 +50,7 @@ class Action(StrEnum):
     HAND_OVER = "hand-over"              # pause the guest, end the stream, wait for its ack
     RESUME_GUEST = "resume-guest"
     ALERT = "alert"                      # fence this copy and tell the operator
+    WITHDRAW = "withdraw"                # stop replaying and listening: the primary goes alone
 
 
 class RoleError(FtorchError):
@@ -76,6 +79,8 @@ _TABLE: dict[tuple[Role, Event], Step | None] = {
                                          "planned switch: guest paused, log handed to the backup"),
     (Role.BACKUP, Event.CHANNEL_SILENT): Step(Role.CLAIMING, (Action.CLAIM,),
                                               "primary silent: claim the pair to go live"),
+    (Role.BACKUP, Event.DISK_FULL): Step(Role.WITHDRAWN, (Action.WITHDRAW,),
+                                         "disk full: stepped down; the primary goes on alone"),
     (Role.BACKUP, Event.TAKE_OVER): Step(Role.CLAIMING, (Action.CLAIM,),
                                          "planned switch: claim the pair to go live"),
     (Role.HANDED_OVER, Event.RESUME): Step(Role.RECLAIMING, (Action.CLAIM,),

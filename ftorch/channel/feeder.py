@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ftorch.host.space import Reclaimer
 from ftorch.rr.replaylog import CHECKPOINT_FIRST, END_EVENT, HEADER_SIZE, VERSION_BYTES, block_completions
 
 log = logging.getLogger("ftorch.feeder")
@@ -47,8 +48,9 @@ class Feeder:
     """Spool (received) and pipe (fed) positions of one backup's log stream."""
 
     def __init__(self, fifo: Path, spool: Path, owner_uid: int = -1, owner_gid: int = -1,
-                 start: StreamStart | None = None) -> None:
-        """start: the stream begins mid-log, where a clone's snapshot left it."""
+                 start: StreamStart | None = None, keep: int | None = None) -> None:
+        """start: the stream begins mid-log, where a clone's snapshot left it. keep: give the
+        spool's fed space back to the filesystem, keeping the newest `keep` bytes; None: never."""
         st = start or StreamStart(HEADER_SIZE, 0, 0)
         self.fifo = fifo
         self.start = st
@@ -69,6 +71,8 @@ class Feeder:
         self._stop = False
         make_fifo(fifo, owner_uid, owner_gid)
         self._spool = os.open(spool, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._reclaimer = Reclaimer(self._spool, keep, "backup's spool") if keep is not None \
+            else None
         # O_RDWR: opening never blocks and the reader never sees EOF while the agent lives.
         self._fd = os.open(fifo, os.O_RDWR)
         try:
@@ -133,6 +137,8 @@ class Feeder:
                 with self.changed:
                     self.offset, self.icount = offset + length, icount
                     self.changed.notify_all()
+                if self._reclaimer is not None:
+                    self._reclaimer.done_to(self.offset, self.received)
         except OSError as e:
             self.error = f"feeding the backup's pipe failed: {e}"
             log.error("%s", self.error)

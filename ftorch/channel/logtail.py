@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ftorch.errors import LogFormatError
+from ftorch.host.space import Reclaimer
 from ftorch.rr.replaylog import HEADER_SIZE, LogParser
 from ftorch.worker import Worker
 
@@ -47,10 +48,14 @@ class LogTail(Worker):
 
     thread_name = "logtail"
 
-    def __init__(self, path: str, max_chunk: int = 65536, base_icount: int = 0) -> None:
+    def __init__(self, path: str, max_chunk: int = 65536, base_icount: int = 0,
+                 keep: int | None = None) -> None:
         """base_icount: QEMU's instruction count where the log starts (a recorder started from
-        a snapshot counts on from the snapshot's count)."""
+        a snapshot counts on from the snapshot's count). keep: give acknowledged log space back
+        to the filesystem, keeping the newest `keep` bytes (host/space.py); None: never."""
         self.path = path
+        self.keep = keep
+        self._reclaimer: Reclaimer | None = None
         self.max_chunk = max_chunk
         self.base_icount = base_icount
         self.parser = LogParser(icount=base_icount)
@@ -79,6 +84,9 @@ class LogTail(Worker):
     def _run(self) -> None:
         try:
             self._fd = self._open()
+            if self.keep is not None:
+                self._reclaimer = Reclaimer(os.open(self.path, os.O_WRONLY), self.keep,
+                                            "primary's log")
             pos = HEADER_SIZE
             while not self._stop.is_set() and not self.parser.ended:
                 data = os.pread(self._fd, self.max_chunk, pos)
@@ -150,10 +158,40 @@ class LogTail(Worker):
             self._chunks.append(chunk)
             self._cond.notify_all()
 
+    @property
+    def indexed(self) -> int:
+        """Chunks in the index: those the backup has not acknowledged, and one more."""
+        return len(self._chunks)
+
+    def forget_before(self, offset: int) -> None:
+        """The backup has acknowledged everything before offset, and a backup only ever
+        resumes from what it holds: drop the index of the chunks before the one ending there
+        (without this the index grows with every chunk the guest ever logged)."""
+        with self._cond:
+            k = bisect.bisect_left(self._starts, offset) - 1
+            if k > 0:
+                del self._starts[:k]
+                del self._chunks[:k]
+        if self._reclaimer is not None:
+            self._reclaimer.done_to(offset, self.read_to)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        super().stop(timeout)
+        if self._thread.is_alive():
+            return                      # still reading: its files stay open
+        for fd in (self._fd, self._reclaimer.fd if self._reclaimer else None):
+            if fd is not None:
+                os.close(fd)
+        self._fd, self._reclaimer = None, None
+
     def chunk_at(self, offset: int, timeout: float) -> Chunk | None:
         """The chunk starting at offset, waiting up to timeout for it to be recorded."""
         deadline = time.monotonic() + timeout
         with self._cond:
+            if self._starts and offset < self._starts[0]:
+                raise LogFormatError(f"offset {offset} was acknowledged earlier and is no longer "
+                                     f"kept (the log is kept from {self._starts[0]}): the peer "
+                                     "asks for log it already had")
             while True:
                 stream_end = self.stream_end
                 if stream_end is not None and offset >= stream_end:
@@ -174,6 +212,9 @@ class LogTail(Worker):
             return self.base_icount
         with self._cond:
             i = bisect.bisect_left(self._starts, offset)
+            if i == 0 and self._starts and offset <= self._starts[0]:
+                raise LogFormatError(f"offset {offset} was acknowledged earlier and is no longer "
+                                     f"kept (the log is kept from {self._starts[0]})")
             if i == 0 or self._chunks[i - 1].end != offset:
                 raise LogFormatError(f"offset {offset} is not a chunk boundary of the log")
             return self._chunks[i - 1].icount
@@ -202,7 +243,8 @@ class LogTail(Worker):
             return p.icount, p.first_open_block
 
     def read(self, chunk: Chunk) -> bytes:
-        assert self._fd is not None
+        if self._fd is None:
+            raise LogFormatError(f"the log tail of {self.path} is stopped")
         data = os.pread(self._fd, chunk.length, chunk.offset)
         if len(data) != chunk.length:
             raise LogFormatError(f"log file shrank: chunk at {chunk.offset} is gone")

@@ -24,6 +24,7 @@ from ftorch.worker import Worker
 
 log = logging.getLogger("ftorch.sender")
 WINDOW_BYTES = 8 << 20
+RETRY_MAX_S = 1.0
 
 
 @dataclass
@@ -69,13 +70,19 @@ class Sender(Worker):
         super().__init__()
 
     def _run(self) -> None:
+        failures = 0
         while not self._stop.is_set() and not self.stats.finished:
             try:
                 self._session()
             except (OSError, ChannelError, FrameError, LogFormatError) as e:
+                # back off while the backup keeps failing (a full disk, a refusing port): no
+                # tight loop, and never so long that a link back within the timeout is missed
+                failures = 0 if self.stats.state == "streaming" else failures + 1
                 self.stats.state = "disconnected"
-                log.warning("logging channel to %s:%d: %s; reconnecting", *self.peer, e)
-                self._stop.wait(0.2)
+                delay = min(RETRY_MAX_S, 0.2 * 2 ** max(0, failures - 1))
+                log.warning("logging channel to %s:%d: %s; reconnecting in %.1f s",
+                            *self.peer, e, delay)
+                self._stop.wait(delay)
 
     def _connect(self) -> socket.socket:
         self.stats.state = "connecting"
@@ -202,5 +209,6 @@ class Sender(Worker):
 
     def _acked(self, offset: int) -> None:
         self.stats.acked_offset = max(self.stats.acked_offset, offset)
+        self.tail.forget_before(self.stats.acked_offset)
         if self.on_ack is not None:
             self.on_ack(self.stats.acked_offset)

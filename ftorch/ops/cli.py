@@ -139,6 +139,20 @@ def status_table(data: PairStatus, title: str = "") -> Table:
     return t
 
 
+def status_notes(data: PairStatus) -> list[str]:
+    """What the table cannot show: a full disk, strangers refused on the channel."""
+    notes = []
+    for key, h in data.hosts.items():
+        if h.disk and h.disk.low:
+            notes.append(f"host {key}: disk full: {(h.disk.free_bytes or 0) >> 20} MiB free, "
+                         f"reserve {h.disk.reserve_bytes >> 20} MiB: {h.disk.action}")
+        ch = h.channel
+        if ch and ch.refused_peers:   # strangers on the LAN, or a peer with another credential
+            notes.append(f"host {key}: refused {ch.refused_peers} channel connection(s) "
+                         f"without the pair's credential; last: {ch.last_refused}")
+    return notes
+
+
 @app.command()
 def status(config: str = typer.Argument(..., help="The pair's YAML config."),
            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
@@ -154,11 +168,8 @@ def status(config: str = typer.Argument(..., help="The pair's YAML config."),
         print(json.dumps(data.to_json(), indent=2, sort_keys=True))
     else:
         console.print(status_table(data))
-        for key, ch in ((k, h.channel) for k, h in data.hosts.items()):
-            if ch and ch.refused_peers:   # strangers on the LAN, or a peer with another credential
-                console.print(f"host {key}: refused {ch.refused_peers} channel connection(s) "
-                              f"without the pair's credential; last: {escape(ch.last_refused)}",
-                              highlight=False, soft_wrap=True)
+        for line in status_notes(data):
+            console.print(escape(line), highlight=False, soft_wrap=True)
     down = [h for h in data.hosts.values() if not h.reachable]
     for h in down:
         err.print(f"[red]error:[/red] {escape(h.error)}", highlight=False, soft_wrap=True)

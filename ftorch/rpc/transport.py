@@ -123,17 +123,19 @@ class HostTransport(ABC):
                      mode=mode, log=f"{pair_dir}/agent.log")
 
     def send_image(self, local: str, remote: str, progress: Progress | None = None,
-                   what: str = "the image") -> SentImage:
-        """Copy a file there without its holes, after a room check, and check the copy: the
-        same data (sha256 of the data ranges) and no more room than the data needs."""
+                   what: str = "the image", reserve: int = 0) -> SentImage:
+        """Copy a file there without its holes, after a room check (the data, and `reserve`
+        bytes left over), and check the copy: the same data (sha256 of the data ranges) and no
+        more room than the data needs."""
         with open(local, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             ranges = list(data_ranges(f.fileno(), size))
         need = sum(n for _, n in ranges)
         free = int(self.request("free", path=os.path.dirname(remote))["free"])
-        if free < need + HEADROOM:
+        if free < need + HEADROOM + reserve:
+            keep = f" and {reserve >> 20} MiB must stay free" if reserve else ""
             raise ImageSendError(f"no room for {what} on {self.label} at {remote}: it needs "
-                                 f"{need >> 20} MiB, {free >> 20} MiB free")
+                                 f"{need >> 20} MiB{keep}, {free >> 20} MiB free")
         try:
             self.put_ranges(local, remote, ranges, size, progress)
         except OSError as e:

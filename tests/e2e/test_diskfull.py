@@ -1,0 +1,107 @@
+"""A full disk is a state, not a livelock (agent/diskguard.py): each host's folder on a small
+tmpfs, filled while a client writes; the pair decides within the channel timeout, no
+acknowledged record is lost, and protection comes back once room is freed."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from ftorch.config import load
+from ftorch.host import lab
+from ftorch.host.layout import paths
+from ftorch.rr.replaylog import scan_file
+
+from .lab_helpers import Client, ftorch, running_pair, side, wait_until, write_config
+from .test_protect import protected_by
+
+pytestmark = pytest.mark.e2e
+RESERVE_MIB = 64
+
+
+@contextmanager
+def small_disk(host_dir: Path, size_mib: int) -> Iterator[Path]:
+    """A tmpfs as the host's disk, mounted before the lab starts the host's sshd (whose mount
+    namespace, and its agent's, is made then and does not see later mounts)."""
+    lab.down()
+    host_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(host_dir)],
+                   check=True)
+    try:
+        yield host_dir
+    finally:
+        lab.down()
+        subprocess.run(["umount", "-l", str(host_dir)], check=False)
+
+
+def fill(host_dir: Path, leave_mib: int) -> Path:
+    """Take all but `leave_mib` of the host's disk (outside the pair folder)."""
+    filler = host_dir / "filler"
+    free = shutil.disk_usage(host_dir).free
+    subprocess.run(["fallocate", "-l", str(free - (leave_mib << 20)), str(filler)], check=True)
+    return filler
+
+
+def test_backup_disk_full_primary_goes_on_alone_then_protected_again(tmp_path):
+    cfg_path = write_config(tmp_path, "dfb", limits={"disk_reserve_mib": RESERVE_MIB},
+                            failover={"reprotect": True, "reprotect_interval_s": 2})
+    cfg = load(cfg_path)
+    with small_disk(cfg.host("b").path, 400) as disk, running_pair(cfg_path):
+        protected_by(cfg_path, "a")
+        client = Client(tmp_path / "dfb.json", duration=60, prefix="f")
+        wait_until(lambda: side(cfg_path, "a").primary.gate.released > 20, 120,
+                   "the client to write")
+        filled_at = time.monotonic()
+        filler = fill(disk, RESERVE_MIB // 2)
+        b = wait_until(lambda: (s := side(cfg_path, "b")).role == "withdrawn" and s, 30,
+                       "host B to step down")
+        assert b.disk.low and "stepped down" in b.disk.action
+        assert "disk full" in b.backup.withdrawn and "reserve" in b.backup.withdrawn
+        # the decision: the primary hears nothing and goes on alone within the channel timeout
+        wait_until(lambda: side(cfg_path, "a").role == "live-alone",
+                   cfg.channel.timeout_s + 10, "host A to go on alone")
+        decided_s = time.monotonic() - filled_at
+        # no room yet: re-protection is refused before any pause, and says why
+        a = wait_until(lambda: (s := side(cfg_path, "a")).reprotect is not None
+                       and not s.reprotect.ok and s, 60, "a re-protection attempt")
+        assert "no room for the clone on host b" in a.reprotect.error
+        assert a.reprotect.pause_s is None, "the guest was paused for a clone that had no room"
+        filler.unlink()
+        protected_by(cfg_path, "a", timeout=300)
+        res = client.result(timeout=300)
+        assert res["errors"] == [] and res["mismatches"] == [], res
+        assert len(res["acked"]) > 0
+        print(json.dumps({"decided_s": decided_s}))
+
+
+def test_primary_disk_full_pauses_the_guest_until_there_is_room(tmp_path):
+    cfg_path = write_config(tmp_path, "dfa", limits={"disk_reserve_mib": RESERVE_MIB})
+    cfg = load(cfg_path)
+    with small_disk(cfg.host("a").path, 400) as disk, running_pair(cfg_path):
+        protected_by(cfg_path, "a")
+        client = Client(tmp_path / "dfa.json", duration=40, prefix="g")
+        wait_until(lambda: side(cfg_path, "a").primary.gate.released > 20, 120,
+                   "the client to write")
+        filler = fill(disk, RESERVE_MIB // 2)
+        a = wait_until(lambda: (s := side(cfg_path, "a")).primary.disk_paused and s, 30,
+                       "host A to pause its guest")
+        assert a.disk.low and a.role == "primary" and "paused" in a.disk.action
+        released = a.primary.gate.released
+        b = side(cfg_path, "b")
+        assert b.role == "backup", "a paused primary is not a dead one: no failover"
+        filler.unlink()
+        wait_until(lambda: not (s := side(cfg_path, "a")).primary.disk_paused
+                   and s.primary.gate.released > released, 60, "the guest to run again")
+        res = client.result(timeout=300)
+        assert res["errors"] == [] and res["mismatches"] == [], res
+        assert side(cfg_path, "b").role == "backup"
+        summary = json.loads(ftorch("down", str(cfg_path), "--json", "--timeout", "300").stdout)
+        pa, pb = paths(cfg, "a"), paths(cfg, "b")
+        assert summary["backup"]["icount"] == scan_file(str(pa.rr_log)).icount
+        assert pa.serial.read_bytes() == pb.serial.read_bytes()
