@@ -101,6 +101,12 @@ class LimitsConfig:
     # The newest log kept on each host (rr.log on the primary, rx.log on the backup); older log
     # the backup holds is given back to the filesystem, so an idle pair's disk use stays flat.
     log_keep_mib: int = 64
+    # Outbound frames the output gate holds at most while the backup acknowledges; more are
+    # dropped (the guest's TCP sends them again), never released early.
+    gate_frames: int = 4096
+    # Frames a backup has received and not yet fed to its QEMU; past it the backup steps down
+    # (it cannot keep up) rather than index an ever longer backlog.
+    backlog_frames: int = 200_000
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,8 @@ class GateStatus:
     open: bool = False               # passing output without acks (no backup)
     delay_p50: float | None = None
     delay_p99: float | None = None
+    dropped: int = 0                 # frames dropped at the limit (the guest's TCP resends)
+    limit: int = 0
 
 
 @dataclass(frozen=True)
@@ -133,13 +135,14 @@ class ReprotectStatus:
 
 
 @dataclass(frozen=True)
-class DiskStatus:
-    """Free space of the host's pair folder against its reserve (agent/diskguard.py)."""
+class GuardStatus:
+    """This side's resources against their limits (agent/guard.py)."""
 
-    free_bytes: int | None = None
+    free_bytes: int | None = None    # in the pair folder's filesystem
     reserve_bytes: int = 0
-    low: bool = False
-    since: float | None = None       # when it fell below the reserve
+    low: bool = False                # below the reserve (until twice the reserve)
+    tripped: str = ""                # why the agent acted (a full disk, a backlog), while it lasts
+    since: float | None = None
     action: str = ""                 # what the agent did about it
 
 
@@ -160,7 +163,7 @@ class SideStatus:
     backup: BackupStatus | None = None      # while it replays
     failover: FailoverStatus | None = None
     reprotect: ReprotectStatus | None = None
-    disk: DiskStatus | None = None
+    guard: GuardStatus | None = None
 
     # what any side has, whichever its role
     @property

@@ -35,3 +35,11 @@ def test_closed_gate_releases_nothing():
     g.open = False
     g.submit(b"x", required=0, now=0.0)
     assert g.ack(10**9, now=1.0) == [] and g.held == 1
+
+
+def test_at_its_limit_the_gate_drops_new_frames_and_never_releases_early():
+    g = OutputGate(max_held=2)
+    assert g.submit(b"1", 100, 0.0) == [] and g.submit(b"2", 200, 0.0) == []
+    assert g.submit(b"3", 300, 0.0) == [] and (g.held, g.dropped) == (2, 1)
+    assert [f for f, _ in g.ack(250, 1.0)] == [b"1", b"2"]
+    assert g.submit(b"4", 400, 1.0) == [] and g.held == 1

@@ -70,15 +70,16 @@ def test_the_status_table_fits_80_columns():
 def test_notes_name_a_full_disk_and_refused_strangers():
     from dataclasses import replace
 
-    from ftorch.status import ChannelStatus, DiskStatus
-    a = replace(PRIMARY, disk=DiskStatus(free_bytes=10 << 20, reserve_bytes=64 << 20, low=True,
-                                         action="guest paused until there is room"))
+    from ftorch.status import ChannelStatus, GuardStatus
+    a = replace(PRIMARY, guard=GuardStatus(free_bytes=10 << 20, reserve_bytes=64 << 20, low=True,
+                                           tripped="disk full: 10 MiB free",
+                                           action="guest paused until there is room"))
     b = replace(BACKUP, backup=replace(BACKUP.backup, channel=ChannelStatus(
         refused_peers=3, last_refused="10.77.0.100:5000: not the primary's address")))
     notes = cli.status_notes(PairStatus("p", {"a": a, "b": b}))
-    assert notes == ["host a: disk full: 10 MiB free, reserve 64 MiB: guest paused until there "
-                     "is room", "host b: refused 3 channel connection(s) without the pair's "
+    assert notes == ["host a: disk full: 10 MiB free: guest paused until there is room",
+                     "host b: refused 3 channel connection(s) without the pair's "
                      "credential; last: 10.77.0.100:5000: not the primary's address"]
     assert cli.status_notes(PairStatus("p", {"a": PRIMARY, "b": BACKUP})) == []
     back = SideStatus.from_json(json.loads(json.dumps(a.to_json())))
-    assert back.disk == a.disk
+    assert back.guard == a.guard

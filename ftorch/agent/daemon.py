@@ -12,8 +12,8 @@ from typing import Any
 
 from ftorch.agent.backup import Backup, Standby
 from ftorch.agent.control import ControlServer
-from ftorch.agent.diskguard import DiskGuard
 from ftorch.agent.failover import FailoverWatch
+from ftorch.agent.guard import ResourceGuard
 from ftorch.agent.primary import Primary
 from ftorch.agent.protect import FAULTS, peer_free, protect
 from ftorch.arbiter.roles import Role
@@ -46,11 +46,20 @@ class Agent:
         self.done = threading.Event()
         self.reprotect = Reprotector(self)
         self.clone_fault: str | None = None   # test hook: spoil the next clone's image
-        self.disk = DiskGuard(self.paths.root, self.cfg.limits.disk_reserve_mib, self._disk_low,
-                              self._disk_ok)
+        self.guard = ResourceGuard(self.paths.root, self.cfg.limits.disk_reserve_mib,
+                                   self._disk_low, self._disk_ok, self._overload)
+
+    def _overload(self) -> str | None:
+        """A backup whose backlog passed its limit steps down, as for a full disk."""
+        if isinstance(self.role, Backup) and not self.role.withdrawn:
+            n, limit = self.role.feeder.backlog, self.cfg.limits.backlog_frames
+            if n > limit:
+                return (f"backlog of {n} frames received and not replayed, over "
+                        f"limits.backlog_frames ({limit}): this backup cannot keep up")
+        return None
 
     def _disk_low(self, why: str) -> str:
-        """The pair folder fell below its reserve: see diskguard.py for what each role does."""
+        """Below the disk reserve, or over a limit: see guard.py for what each role does."""
         role = self.role
         try:
             if isinstance(role, Primary):
@@ -122,7 +131,7 @@ class Agent:
             primary=rec if isinstance(rec, PrimaryStatus) else None,
             backup=rec if isinstance(rec, BackupStatus) else None,
             failover=self.watch.status() if self.watch is not None else None,
-            reprotect=self.reprotect.last, disk=self.disk.status())
+            reprotect=self.reprotect.last, guard=self.guard.status())
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
@@ -184,7 +193,7 @@ class Agent:
                                                  and self.role.mode == "protected"):
                 self.arm()
             self.reprotect.start()
-            self.disk.start()
+            self.guard.start()
             self.paths.pid.write_text(f"{os.getpid()}\n")
             log.info("agent for %s on host %s is up as %s", self.cfg.pair, self.key,
                      type(self.role).__name__.lower())
@@ -194,7 +203,7 @@ class Agent:
             log.error("%s", e)
             return e.exit_code
         finally:
-            self.disk.stop(timeout=1)
+            self.guard.stop(timeout=1)
             self.reprotect.stop(timeout=1)
             if self.watch is not None:
                 self.watch.stop(timeout=1)

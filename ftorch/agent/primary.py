@@ -36,7 +36,8 @@ class Primary:
         self.tail = LogTail(str(self.paths.rr_log), cfg.channel.frame_max_bytes, base_icount,
                             keep=cfg.limits.log_keep_mib << 20)
         self.net = NetBridge(str(self.paths.net_sock), cfg.host(key).tap,
-                             self._log_size if mode != "plain" else None, gated=mode == "protected")
+                             self._log_size if mode != "plain" else None, gated=mode == "protected",
+                             max_held=cfg.limits.gate_frames)
         self.sender = self._new_sender()
 
     def _new_sender(self) -> Sender:
@@ -179,5 +180,6 @@ class Primary:
             disk_paused=self.disk_paused,
             net=NetStatus(self.net.frames_in, self.net.frames_out),
             gate=None if g is None else GateStatus(g.gate.held, g.gate.released, g.gate.open,
-                                                   delays["p50"], delays["p99"]),
+                                                   delays["p50"], delays["p99"], g.gate.dropped,
+                                                   g.gate.max_held),
             staleness_s=Summary(**summary(s.staleness)))

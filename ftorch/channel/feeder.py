@@ -146,6 +146,11 @@ class Feeder:
             self.final = self.ended and self.error is None and not self._stop
             self.changed.notify_all()
 
+    @property
+    def backlog(self) -> int:
+        """Frames received and not yet fed to the pipe."""
+        return len(self._chunks)
+
     def half_full(self) -> bool:
         """The pipe holds at least half its size of events: plenty for QEMU's first reads, and
         a writer that fills it waits for the reader (a paused recorder logs clock reads at a

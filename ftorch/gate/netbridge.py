@@ -46,8 +46,8 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 class GatedOutput:
     """The output gate on a real port: frames leave through `write` as acks allow, in order."""
 
-    def __init__(self, write: Callable[[bytes], object]) -> None:
-        self.gate = OutputGate()
+    def __init__(self, write: Callable[[bytes], object], max_held: int) -> None:
+        self.gate = OutputGate(max_held)
         self.write = write
         self.delays: deque[float] = deque(maxlen=20000)
         self.ungated = False
@@ -93,7 +93,8 @@ class GatedOutput:
 
 class NetBridge:
     def __init__(self, qemu_socket: str, tap: str,
-                 log_size: Callable[[], int] | None = None, gated: bool = True) -> None:
+                 log_size: Callable[[], int] | None = None, gated: bool = True,
+                 max_held: int = 4096) -> None:
         """log_size given: outbound frames go through the output gate, each needing the log
         acknowledged up to the log's size when the frame came out of QEMU; gated False: the gate
         starts open (unprotected) until `gated.regate`."""
@@ -101,6 +102,7 @@ class NetBridge:
         self.tap = tap
         self.log_size = log_size
         self.start_gated = gated
+        self.max_held = max_held              # the output gate's limit (limits.gate_frames)
         self.gated: GatedOutput | None = None
         self.inbound_times: dict[bytes, float] = {}
         self.frames_in = 0
@@ -129,7 +131,7 @@ class NetBridge:
         self._sock = sock
         self._tap_fd = open_tap(self.tap)
         if self.log_size is not None:
-            self.gated = GatedOutput(self._write_lan)
+            self.gated = GatedOutput(self._write_lan, self.max_held)
             self.gated.ungated = not self.start_gated
         for fn, name in ((self._to_lan, "net-out"), (self._to_guest, "net-in")):
             t = threading.Thread(target=fn, name=name, daemon=True)

@@ -20,10 +20,14 @@ class Held:
 
 
 class OutputGate:
-    def __init__(self) -> None:
+    def __init__(self, max_held: int = 4096) -> None:
+        """max_held: frames held at most; more are dropped, as a full NIC queue would (the
+        guest's TCP sends them again), never let out early."""
         self._q: deque[Held] = deque()
+        self.max_held = max_held
         self.acked = 0
         self.released = 0
+        self.dropped = 0
         self.open = True   # False: fenced, nothing leaves (issue 4's arbiter decides)
 
     @property
@@ -32,7 +36,10 @@ class OutputGate:
 
     def submit(self, frame: bytes, required: int, now: float) -> list[tuple[bytes, float]]:
         """Queue a frame from the guest; return what may leave now, with each one's delay."""
-        self._q.append(Held(frame, required, now))
+        if len(self._q) >= self.max_held:
+            self.dropped += 1
+        else:
+            self._q.append(Held(frame, required, now))
         return self._drain(now)
 
     def ack(self, offset: int, now: float) -> list[tuple[bytes, float]]:

@@ -140,12 +140,12 @@ def status_table(data: PairStatus, title: str = "") -> Table:
 
 
 def status_notes(data: PairStatus) -> list[str]:
-    """What the table cannot show: a full disk, strangers refused on the channel."""
+    """What the table cannot show: a full disk or another limit reached, strangers refused on
+    the channel."""
     notes = []
     for key, h in data.hosts.items():
-        if h.disk and h.disk.low:
-            notes.append(f"host {key}: disk full: {(h.disk.free_bytes or 0) >> 20} MiB free, "
-                         f"reserve {h.disk.reserve_bytes >> 20} MiB: {h.disk.action}")
+        if h.guard and h.guard.tripped:
+            notes.append(f"host {key}: {h.guard.tripped}: {h.guard.action}")
         ch = h.channel
         if ch and ch.refused_peers:   # strangers on the LAN, or a peer with another credential
             notes.append(f"host {key}: refused {ch.refused_peers} channel connection(s) "

@@ -1,4 +1,4 @@
-"""A full disk is a state, not a livelock (agent/diskguard.py): each host's folder on a small
+"""A full disk is a state, not a livelock (agent/guard.py): each host's folder on a small
 tmpfs, filled while a client writes; the pair decides within the channel timeout, no
 acknowledged record is lost, and protection comes back once room is freed."""
 from __future__ import annotations
@@ -61,7 +61,7 @@ def test_backup_disk_full_primary_goes_on_alone_then_protected_again(tmp_path):
         filler = fill(disk, RESERVE_MIB // 2)
         b = wait_until(lambda: (s := side(cfg_path, "b")).role == "withdrawn" and s, 30,
                        "host B to step down")
-        assert b.disk.low and "stepped down" in b.disk.action
+        assert b.guard.low and "stepped down" in b.guard.action
         assert "disk full" in b.backup.withdrawn and "reserve" in b.backup.withdrawn
         # the decision: the primary hears nothing and goes on alone within the channel timeout
         wait_until(lambda: side(cfg_path, "a").role == "live-alone",
@@ -91,7 +91,7 @@ def test_primary_disk_full_pauses_the_guest_until_there_is_room(tmp_path):
         filler = fill(disk, RESERVE_MIB // 2)
         a = wait_until(lambda: (s := side(cfg_path, "a")).primary.disk_paused and s, 30,
                        "host A to pause its guest")
-        assert a.disk.low and a.role == "primary" and "paused" in a.disk.action
+        assert a.guard.low and a.role == "primary" and "paused" in a.guard.action
         released = a.primary.gate.released
         b = side(cfg_path, "b")
         assert b.role == "backup", "a paused primary is not a dead one: no failover"
