@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 CONFIG ?= examples/lab.yaml
 
-.PHONY: setup image shim demo test unit e2e bench lint clean
+.PHONY: setup image shim demo test unit e2e bench soak lint clean
 
 setup:            ## system packages (QEMU 10.0 from bookworm-backports, libvirt 9.0) and .venv
 	bash scripts/setup.sh
@@ -21,6 +21,9 @@ unit:
 
 bench: image      ## benchmarks; writes bench/results/*.json and bench/results/latest.md
 	$(PY) bench/run.py
+
+soak: image       ## 20 min idle + 10 min writing: agents' memory and disk use must stay flat; bench/results/soak.md
+	$(PY) bench/soak.py
 
 lint:
 	$(PY) -m ruff check ftorch tests bench vm-images scripts tools
