@@ -136,7 +136,8 @@ class Backup:
         r, c = self.receiver.stats, self.controller
         icount = c.icount if c else 0
         return BackupStatus(
-            guest=(c.status if c and not c.error else ("exited" if c else "waiting for log")),
+            guest=("stopped" if self.withdrawn else c.status if c and not c.error
+                   else ("exited" if c else "waiting for log")),
             icount=icount, fed_offset=self.feeder.offset, fed_icount=self.feeder.icount,
             received_offset=self.feeder.received, received_icount=self.feeder.received_icount,
             log_ended=self.feeder.ended, feed_error=self.feeder.error,

@@ -66,26 +66,17 @@ class ProtectResult:
 
 def peer_free(cfg: PairConfig, me: str) -> bool:
     """Can the peer host take a backup: it answers over SSH and no agent of this pair runs
-    there, or only one that stepped down (a full disk); a host we cannot reach is not free: it
-    may still run the pair."""
+    there, or only one that stepped down and is back within its limits (it keeps saying why
+    until then); a host we cannot reach is not free: it may still run the pair."""
     peer = cfg.peer(me)
     hosts = Hosts(cfg, me)
     try:
-        return (not hosts(peer).probe(pair_dir(cfg, peer), "").agent
-                or hosts.status(peer).role == "withdrawn")
+        if not hosts(peer).probe(pair_dir(cfg, peer), "").agent:
+            return True
+        st = hosts.status(peer)
+        return st.role == "withdrawn" and not (st.guard and st.guard.tripped)
     except FtorchError:
         return False
-
-
-def _check_room(cfg: PairConfig, hosts: Hosts, peer: str, there: str) -> None:
-    """Before pausing the guest for a clone: the peer must have room for one (its memory, at
-    least) above its reserve; send_image checks the exact size after the clone."""
-    free = int(hosts(peer).request("free", path=there)["free"])
-    need = (cfg.limits.disk_reserve_mib + cfg.guest.memory_mib) << 20
-    if free < need:
-        raise ProtectError(f"no room for the clone on host {peer}: {free >> 20} MiB free in "
-                           f"{there}, at least {need >> 20} MiB needed (guest memory and "
-                           f"limits.disk_reserve_mib)")
 
 
 def _dismiss_withdrawn(hosts: Hosts, peer: str) -> None:
@@ -121,10 +112,13 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
 
     try:
         _dismiss_withdrawn(hosts, peer)
+        # room for the clone (its memory, at least) above the reserve, checked before the
+        # guest pauses for it; send_image checks the exact size after the clone
         hosts(peer).prepare_pair(there, {n: here.root / n for n in BOOT_FILES},
                                  (here.root / "pair.yaml").read_text(),
-                                 trust.read_credential(here.root))
-        _check_room(cfg, hosts, peer, there)
+                                 trust.read_credential(here.root),
+                                 room=(cfg.limits.disk_reserve_mib + cfg.guest.memory_mib) << 20,
+                                 what="the clone")
         hosts(peer).start_agent(there, peer, "standby")
         wait_for(lambda: hosts.status(peer).role == "standby", 60,
                  f"the standby agent on host {peer} (see {there}/agent.log there)")

@@ -103,11 +103,16 @@ class HostTransport(ABC):
         return Probe(agent=bool(r["agent"]), domain=bool(r["domain"]))
 
     def prepare_pair(self, pair_dir: str, files: dict[str, Path], config_text: str,
-                     secrets: dict[str, bytes]) -> None:
+                     secrets: dict[str, bytes], room: int = 0, what: str = "the pair") -> None:
         """A fresh pair folder there holding `files` (name there -> local path) and the
         pair's config as `pair.yaml`, all owned by the QEMU user, and `secrets` (name there ->
-        content, e.g. the channel credential) kept 0600 and root's."""
-        self.request("prepare", pair_dir=pair_dir)
+        content, e.g. the channel credential) kept 0600 and root's. `room`: bytes that must be
+        free besides the files, checked once the old folder is gone and before any copy."""
+        free = int(self.request("prepare", pair_dir=pair_dir)["free"])
+        need = room + sum(p.stat().st_size for p in files.values())
+        if free < need:
+            raise ImageSendError(f"no room for {what} on {self.label} at {pair_dir}: it needs "
+                                 f"{need >> 20} MiB, {free >> 20} MiB free")
         sent = []
         for name, local in files.items():
             dst = f"{pair_dir}/{name}"

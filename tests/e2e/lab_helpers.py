@@ -58,7 +58,7 @@ def write_config(tmp: Path, pair: str, **overrides: Any) -> Path:
     data["guest"]["image"] = str(build_image())
     data["debug"] = {"faults": True}
     for section, values in overrides.items():
-        data[section].update(values)
+        data.setdefault(section, {}).update(values)
     path = tmp / f"{pair}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
