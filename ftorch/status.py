@@ -99,6 +99,7 @@ class BackupStatus:
     start_icount: int = 0            # a clone's backup starts at its snapshot
     start_error: str | None = None
     withdrawn: str | None = None     # why it stepped down (a full disk)
+    backlog_frames: int = 0          # received, not yet fed to QEMU (limits.backlog_frames)
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,7 @@ class Backup:
             primary_icount=r.primary_icount, lag_instructions=max(0, r.primary_icount - icount),
             lag_seconds=c.lag_seconds() if c else None, break_hits=c.break_hits if c else 0,
             start_icount=self.feeder.start.icount, start_error=self.start_error,
-            withdrawn=self.withdrawn)
+            withdrawn=self.withdrawn, backlog_frames=self.feeder.backlog)
 
 
 class Standby:
