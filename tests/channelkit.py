@@ -6,9 +6,14 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from ftorch.rr.replaylog import INSTRUCTION, block_completions
+from ftorch.channel import trust
+from ftorch.channel.logtail import LogTail
+from ftorch.channel.sender import Sender
+from ftorch.rr.replaylog import HEADER_SIZE, INSTRUCTION, block_completions  # noqa: I001
 
 
 def events(n: int, start: int = 0) -> bytes:
@@ -103,3 +108,24 @@ def wait(cond, timeout: float = 20.0) -> None:
 def append(path: Path, data: bytes) -> None:
     with open(path, "ab") as f:
         f.write(data)
+
+
+@contextmanager
+def sender_to_listener(tmp: Path, pair_dir: Path, body: bytes, base_icount: int = 0,
+                       timeout_s: float = 2.0, **kw) -> Iterator[tuple[socket.socket, Sender]]:
+    """A primary's sender (the pair's credential) streaming a log of `body` to a listening
+    socket the test plays the far side on."""
+    log_path = tmp / "rr.log"
+    log_path.write_bytes(bytes(HEADER_SIZE) + body)
+    srv = socket.create_server(("127.0.0.1", 0))
+    tail = LogTail(str(log_path), max_chunk=4096, base_icount=base_icount)
+    tail.start()
+    sender = Sender(tail, srv.getsockname(), "t", heartbeat_s=0.1, timeout_s=timeout_s,
+                    tls=trust.context(pair_dir, server=False), **kw)
+    sender.start()
+    try:
+        yield srv, sender
+    finally:
+        sender.stop()
+        tail.stop()
+        srv.close()

@@ -10,12 +10,11 @@ import threading
 import time
 
 import pytest
-from channelkit import append, events, icount_of, wait
+from channelkit import append, events, icount_of, sender_to_listener, wait
 
 from ftorch.channel import trust
 from ftorch.channel.feeder import IN_FLIGHT_MAX, Feeder, StreamStart
 from ftorch.channel.logtail import LogTail
-from ftorch.channel.sender import Sender
 from ftorch.rr.replaylog import END, HEADER_SIZE, VERSION_BYTES, block_completions
 
 
@@ -143,17 +142,10 @@ def test_an_ack_beyond_what_was_sent_drops_the_connection_and_releases_nothing(t
     """A peer that acknowledges log it was never sent (a confused or hostile backup) would make
     the primary release output nobody holds: the sender refuses it and reconnects."""
     from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode
-    log_path = tmp_path / "rr.log"
-    log_path.write_bytes(bytes(HEADER_SIZE) + events(100))
-    srv = socket.create_server(("127.0.0.1", 0))
     acks: list[int] = []
-    tail = LogTail(str(log_path), max_chunk=4096)
-    tail.start()
-    sender = Sender(tail, srv.getsockname(), "t", heartbeat_s=0.1, timeout_s=2.0,
-                    tls=trust.context(pair_dir, server=False), on_ack=acks.append)
     tls = trust.context(pair_dir, server=True)   # an insider: it holds the pair's credential
 
-    def impostor() -> None:
+    def impostor(srv: socket.socket) -> None:
         for _ in range(2):   # two sessions: the sender comes back after the refusal
             conn, _ = srv.accept()
             with tls.wrap_socket(conn, server_side=True) as conn:
@@ -165,39 +157,22 @@ def test_an_ack_beyond_what_was_sent_drops_the_connection_and_releases_nothing(t
                 while conn.recv(65536):
                     pass
 
-    t = threading.Thread(target=impostor, daemon=True)
-    t.start()
-    sender.start()
-    try:
+    with sender_to_listener(tmp_path, pair_dir, events(100), on_ack=acks.append) as (srv, sender):
+        threading.Thread(target=impostor, args=(srv,), daemon=True).start()
         wait(lambda: sender.stats.refused_acks >= 2 and sender.stats.connects >= 2)
         assert sender.stats.acked_offset == HEADER_SIZE and max(acks) == HEADER_SIZE
-    finally:
-        sender.stop()
-        tail.stop()
-        srv.close()
 
 
 def test_silence_counts_from_the_connection_not_from_the_epoch(tmp_path, pair_dir):
     """The failover watch takes `connects > 0 and now - last_heard > timeout` for a dead peer;
     right after a connect, before the peer's HELLO, that must not hold (a primary once went on
     alone 2 ms after it started)."""
-    log_path = tmp_path / "rr.log"
-    log_path.write_bytes(bytes(HEADER_SIZE))
-    srv = socket.create_server(("127.0.0.1", 0))   # accepts, never says HELLO
-    tail = LogTail(str(log_path))
-    tail.start()
-    sender = Sender(tail, srv.getsockname(), "t", heartbeat_s=0.1, timeout_s=30.0,
-                    tls=trust.context(pair_dir, server=False))
-    sender.start()
-    try:
-        conn, _ = srv.accept()
+    with sender_to_listener(tmp_path, pair_dir, b"", timeout_s=30.0) as (srv, sender):
+        conn, _ = srv.accept()   # accepts, never says HELLO
         wait(lambda: sender.stats.connects == 1)
         assert time.monotonic() - sender.stats.last_heard < 10
         conn.close()
-    finally:
-        sender.stop()
-        tail.stop()
-        srv.close()
+
 
 
 def test_space_of_what_the_backup_holds_goes_back_on_both_sides(channel):

@@ -9,13 +9,11 @@ import ssl
 import threading
 
 import pytest
-from channelkit import append, events, wait
+from channelkit import append, events, sender_to_listener, wait
 
 from ftorch.channel import trust
 from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode
-from ftorch.channel.logtail import LogTail
 from ftorch.channel.receiver import MAX_PENDING
-from ftorch.channel.sender import Sender
 from ftorch.errors import ChannelError
 from ftorch.rr.replaylog import HEADER_SIZE, VERSION_BYTES
 
@@ -94,16 +92,13 @@ def test_silent_strangers_cannot_hold_the_slot_against_the_primary(channel):
 
 def test_the_primary_refuses_a_listener_without_the_credential(tmp_path, pair_dir):
     """A stranger at the backup's address (or a port taken by someone else) gets no log."""
-    log_path = tmp_path / "rr.log"
-    log_path.write_bytes(bytes(HEADER_SIZE) + events(100))
-    srv = socket.create_server(("127.0.0.1", 0))
     own = tmp_path / "stranger"
     own.mkdir()
     trust.write_credential(own, trust.new_credential("t"))
     ctx = trust.context(own, server=True)
     got = []
 
-    def impostor() -> None:
+    def impostor(srv: socket.socket) -> None:
         for _ in range(2):
             conn, _ = srv.accept()
             try:
@@ -113,35 +108,18 @@ def test_the_primary_refuses_a_listener_without_the_credential(tmp_path, pair_di
             except (ssl.SSLError, OSError):
                 pass
 
-    threading.Thread(target=impostor, daemon=True).start()
-    tail = LogTail(str(log_path), max_chunk=4096)
-    tail.start()
-    sender = Sender(tail, srv.getsockname(), "t", heartbeat_s=0.1, timeout_s=2.0,
-                    tls=trust.context(pair_dir, server=False))
-    sender.start()
-    try:
+    with sender_to_listener(tmp_path, pair_dir, events(100)) as (srv, sender):
+        threading.Thread(target=impostor, args=(srv,), daemon=True).start()
         wait(lambda: sender.stats.refused_peers >= 2)
         assert sender.stats.sent_bytes == 0 and sender.stats.acked_offset == 0 and not any(got)
         assert "did not prove" not in sender.stats.last_refused   # the raw cause, for the log
-    finally:
-        sender.stop()
-        tail.stop()
-        srv.close()
 
 
 def test_a_hello_at_the_stream_start_is_checked_too(tmp_path, pair_dir):
     """The backup of another recording says offset 12 with a wrong instruction count: refused
     (the start of a log is no exception to the identity check)."""
-    log_path = tmp_path / "rr.log"
-    log_path.write_bytes(bytes(HEADER_SIZE) + events(100))
-    srv = socket.create_server(("127.0.0.1", 0))
     tls = trust.context(pair_dir, server=True)
-    tail = LogTail(str(log_path), max_chunk=4096, base_icount=5000)
-    tail.start()
-    sender = Sender(tail, srv.getsockname(), "t", heartbeat_s=0.1, timeout_s=2.0,
-                    tls=trust.context(pair_dir, server=False))
-    sender.start()
-    try:
+    with sender_to_listener(tmp_path, pair_dir, events(100), base_icount=5000) as (srv, sender):
         conn, _ = srv.accept()
         with tls.wrap_socket(conn, server_side=True) as s:
             s.sendall(encode(Frame(Kind.HELLO, HEADER_SIZE, 0, b"t")))
@@ -149,10 +127,6 @@ def test_a_hello_at_the_stream_start_is_checked_too(tmp_path, pair_dir):
             while data := s.recv(65536):
                 assert not [f for f in dec.feed(data) if f.kind == Kind.DATA]
         assert sender.stats.acked_offset == 0 and sender.stats.sent_bytes == 0
-    finally:
-        sender.stop()
-        tail.stop()
-        srv.close()
 
 
 def test_a_key_others_can_read_is_refused(pair_dir):

@@ -48,15 +48,20 @@ def fill(host_dir: Path, leave_mib: int) -> Path:
     return filler
 
 
+def writing(cfg_path: Path, out: Path, duration: float) -> Client:
+    """Once host A is protected: a client writing through it (its first replies are out)."""
+    protected_by(cfg_path, "a")
+    client = Client(out, duration=duration, prefix=out.stem)
+    wait_until(lambda: side(cfg_path, "a").primary.gate.released > 20, 120, "the client to write")
+    return client
+
+
 def test_backup_disk_full_primary_goes_on_alone_then_protected_again(tmp_path):
     cfg_path = write_config(tmp_path, "dfb", limits={"disk_reserve_mib": RESERVE_MIB},
                             failover={"reprotect": True, "reprotect_interval_s": 2})
     cfg = load(cfg_path)
     with small_disk(cfg.host("b").path, 400) as disk, running_pair(cfg_path):
-        protected_by(cfg_path, "a")
-        client = Client(tmp_path / "dfb.json", duration=60, prefix="f")
-        wait_until(lambda: side(cfg_path, "a").primary.gate.released > 20, 120,
-                   "the client to write")
+        client = writing(cfg_path, tmp_path / "dfb.json", duration=60)
         filled_at = time.monotonic()
         filler = fill(disk, RESERVE_MIB // 2)
         b = wait_until(lambda: (s := side(cfg_path, "b")).role == "withdrawn"
@@ -83,10 +88,7 @@ def test_primary_disk_full_pauses_the_guest_until_there_is_room(tmp_path):
     cfg_path = write_config(tmp_path, "dfa", limits={"disk_reserve_mib": RESERVE_MIB})
     cfg = load(cfg_path)
     with small_disk(cfg.host("a").path, 400) as disk, running_pair(cfg_path):
-        protected_by(cfg_path, "a")
-        client = Client(tmp_path / "dfa.json", duration=40, prefix="g")
-        wait_until(lambda: side(cfg_path, "a").primary.gate.released > 20, 120,
-                   "the client to write")
+        client = writing(cfg_path, tmp_path / "dfa.json", duration=40)
         filler = fill(disk, RESERVE_MIB // 2)
         a = wait_until(lambda: (s := side(cfg_path, "a")).primary.disk_paused
                        and "paused" in s.guard.action and s, 30, "host A to pause its guest")
