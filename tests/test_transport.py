@@ -30,7 +30,7 @@ class Local(HostTransport):
         reply = handle(json.dumps({"op": op, **args}).encode())
         if not reply.pop("ok"):
             raise RemoteError(f"{self.label}: {reply['error']}", reply["exit_code"])
-        if op == "free" and self.free is not None:
+        if op in ("free", "prepare") and self.free is not None:
             reply["free"] = self.free
         return reply
 
@@ -102,3 +102,15 @@ def test_tail_reads_the_last_lines(tmp_path: Path):
     log.write_text("".join(f"line {i}\n" for i in range(1000)))
     assert Local().tail(str(log), 3) == ["line 997", "line 998", "line 999"]
     assert Local().tail(str(log), 2, limit=30) == ["line 998", "line 999"]
+
+
+def test_a_pair_folder_without_room_is_refused_before_any_copy(tmp_path):
+    boot = tmp_path / "vmlinuz"
+    boot.write_bytes(b"k" * 4096)
+    where = tmp_path / "there"
+    with pytest.raises(ImageSendError, match=r"no room for the clone on host b \(local\) at "
+                       r".*: it needs 64 MiB, 10 MiB free"):
+        Local(free=10 << 20).prepare_pair(str(where), {"vmlinuz": boot}, "pair: p\n",
+                                          {"channel.key": b"k"}, room=(64 << 20) - 4096,
+                                          what="the clone")
+    assert list(where.iterdir()) == []      # made afresh, and nothing copied into it

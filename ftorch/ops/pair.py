@@ -70,7 +70,8 @@ def up(cfg: PairConfig, wait: bool, timeout: float, mode: str = "protected") -> 
     credential = trust.new_credential(cfg.pair)   # the channel's, for this run of the pair
     for key in keys:
         where = pair_dir(cfg, key)
-        hosts(key).prepare_pair(where, files, cfg.text, credential)
+        hosts(key).prepare_pair(where, files, cfg.text, credential,
+                                room=cfg.limits.disk_reserve_mib << 20, what=f"pair {cfg.pair}")
         hosts(key).start_agent(where, key, ROLE_OF[key], mode)
         wait_for(lambda k=key: _reachable(cfg, k), 30, f"the agent on host {key} "
                  f"(see {where}/agent.log there)")
