@@ -99,7 +99,8 @@ class BackupStatus:
     start_icount: int = 0            # a clone's backup starts at its snapshot
     start_error: str | None = None
     withdrawn: str | None = None     # why it stepped down (a full disk)
-    backlog_frames: int = 0          # received, not yet fed to QEMU (limits.backlog_frames)
+    backlog_frames: int = 0          # received, not yet fed to QEMU
+    backlog_limit: int = 0           # limits.backlog_frames: past it the backup steps down
 
 
 @dataclass(frozen=True)

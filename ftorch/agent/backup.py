@@ -150,7 +150,8 @@ class Backup:
             primary_icount=r.primary_icount, lag_instructions=max(0, r.primary_icount - icount),
             lag_seconds=c.lag_seconds() if c else None, break_hits=c.break_hits if c else 0,
             start_icount=self.feeder.start.icount, start_error=self.start_error,
-            withdrawn=self.withdrawn, backlog_frames=self.feeder.backlog)
+            withdrawn=self.withdrawn, backlog_frames=self.feeder.backlog,
+            backlog_limit=self.cfg.limits.backlog_frames)
 
 
 class Standby:

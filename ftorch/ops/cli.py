@@ -169,7 +169,7 @@ def status(config: str = typer.Argument(..., help="The pair's YAML config."),
     else:
         console.print(status_table(data))
         for line in status_notes(data):
-            console.print(escape(line), highlight=False, soft_wrap=True)
+            console.print(escape(line), highlight=False)   # wrapped to the terminal
     down = [h for h in data.hosts.values() if not h.reachable]
     for h in down:
         err.print(f"[red]error:[/red] {escape(h.error)}", highlight=False, soft_wrap=True)
