@@ -107,6 +107,9 @@ class Receiver(Worker):
             if self.tls is not None:
                 conn.settimeout(HANDSHAKE_S)
                 conn = self.tls.wrap_socket(conn, server_side=True)
+            if self._stop.is_set():
+                conn.close()          # authenticated after the receiver stopped
+                return
             self._ready.put((conn, addr))
         except (OSError, ssl.SSLError) as e:
             self._refuse(conn, addr, f"no valid pair credential ({e})")
