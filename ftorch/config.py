@@ -110,6 +110,14 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # Each agent serves Prometheus metrics on http://ADDRESS:PORT/metrics; ADDRESS empty: the
+    # host's LAN address (hosts.<x>.address); port 0: no metrics.
+    port: int = 9477
+    address: str = ""
+
+
+@dataclass(frozen=True)
 class DebugConfig:
     faults: bool = False  # fault injection (`ftorch debug ...`) for tests; never in production
 
@@ -125,6 +133,7 @@ class PairConfig:
     failover: FailoverConfig = field(default_factory=FailoverConfig)
     ssh: SshConfig = field(default_factory=SshConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     source: str = ""
     text: str = ""        # the YAML as written: what each host's agent is given
@@ -256,6 +265,7 @@ def parse(data: Any, source: str = "<config>", text: str = "") -> PairConfig:
         failover=_build(FailoverConfig, data.get("failover", {}), "failover"),
         ssh=_build(SshConfig, data.get("ssh", {}), "ssh"),
         limits=_build(LimitsConfig, data.get("limits", {}), "limits"),
+        metrics=_build(MetricsConfig, data.get("metrics", {}), "metrics"),
         debug=_build(DebugConfig, data.get("debug", {}), "debug"),
         source=source,
         text=text,

@@ -16,3 +16,10 @@ def summary(samples: Iterable[float]) -> dict[str, float | int | None]:
     xs = sorted(samples)
     return {"samples": len(xs), "p50": percentile(xs, 50), "p99": percentile(xs, 99),
             "max": xs[-1] if xs else None}
+
+
+def wall_clock(monotonic: float) -> float | None:
+    """A time.monotonic() reading as wall-clock seconds (what metrics and status show);
+    None for 0, a moment that never came."""
+    import time
+    return time.time() - (time.monotonic() - monotonic) if monotonic else None

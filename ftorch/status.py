@@ -22,6 +22,24 @@ class Summary:
     max: float | None = None
 
 
+DELAY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Cumulative counts of observations <= each bound (the last count is +Inf, all of them),
+    and their sum: what a Prometheus histogram exposes."""
+
+    bounds: tuple[float, ...] = DELAY_BUCKETS
+    counts: tuple[int, ...] = (0,) * (len(DELAY_BUCKETS) + 1)
+    sum: float = 0.0
+
+    def observe(self, value: float) -> Histogram:
+        counts = tuple(c + (1 if i == len(self.bounds) or value <= self.bounds[i] else 0)
+                       for i, c in enumerate(self.counts))
+        return Histogram(self.bounds, counts, self.sum + value)
+
+
 @dataclass(frozen=True)
 class ChannelStatus:
     state: str = ""
@@ -34,6 +52,7 @@ class ChannelStatus:
     refused_acks: int = 0            # ACKs past what was sent: a confused or hostile peer
     refused_peers: int = 0           # connections without the pair's credential (trust.py)
     last_refused: str = ""
+    last_heard_at: float | None = None   # wall clock of the peer's last frame
     # the backup's receiver
     received_bytes: int = 0
     corrupt_frames: int = 0
@@ -50,6 +69,7 @@ class GateStatus:
     delay_p99: float | None = None
     dropped: int = 0                 # frames dropped at the limit (the guest's TCP resends)
     limit: int = 0
+    delay: Histogram = field(default_factory=Histogram)   # added delay of released frames
 
 
 @dataclass(frozen=True)
@@ -118,6 +138,7 @@ class FailoverStatus:
     save_s: float | None = None
     start_s: float | None = None
     final_icount: int | None = None
+    failovers: int = 0               # times this agent went live or on alone
     offset: int | None = None        # where a handed-over primary cut its log
     icount: int | None = None
 
@@ -240,4 +261,6 @@ def _value(hint: Any, value: Any) -> Any:
     for t in options:
         if dataclasses.is_dataclass(t) and isinstance(value, dict):
             return decode(t, value)
+        if typing.get_origin(t) is tuple and isinstance(value, list):
+            return tuple(value)     # JSON has no tuples
     return value

@@ -45,7 +45,8 @@ def test_log_format_arbiter_rules_and_role_table_are_free_of_io():
 
 
 def test_libvirt_and_paramiko_each_have_one_importer():
-    for lib, home in (("libvirt", "host/virt.py"), ("paramiko", "rpc/ssh.py")):
+    for lib, home in (("libvirt", "host/virt.py"), ("paramiko", "rpc/ssh.py"),
+                      ("prometheus_client", "agent/metrics.py")):
         users = {str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
                  if under(imports(p), lib) or under(imports(p), lib + "_qemu")}
         assert users == {home}, f"{lib} is imported by {sorted(users)}"

@@ -19,6 +19,7 @@ from ftorch.host.prepare import qemu_ids
 from ftorch.host.virt import Guest, Host, check_emulator
 from ftorch.rr.domain import Mode, render
 from ftorch.rr.snapshot import read_section, repair
+from ftorch.stats import wall_clock
 from ftorch.status import BackupStatus, ChannelStatus
 
 log = logging.getLogger("ftorch.backup")
@@ -146,7 +147,8 @@ class Backup:
                                   acked_offset=self.feeder.received, connects=r.connects,
                                   corrupt_frames=r.corrupt_frames, last_error=r.last_error,
                                   partial_dropped=r.partial_dropped,
-                                  refused_peers=r.refused_peers, last_refused=r.last_refused),
+                                  refused_peers=r.refused_peers, last_refused=r.last_refused,
+                                  last_heard_at=wall_clock(r.last_heard)),
             primary_icount=r.primary_icount, lag_instructions=max(0, r.primary_icount - icount),
             lag_seconds=c.lag_seconds() if c else None, break_hits=c.break_hits if c else 0,
             start_icount=self.feeder.start.icount, start_error=self.start_error,

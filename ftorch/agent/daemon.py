@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from ftorch.agent import metrics
 from ftorch.agent.backup import Backup, Standby
 from ftorch.agent.control import ControlServer
 from ftorch.agent.failover import FailoverWatch
@@ -94,9 +95,12 @@ class Agent:
     def arm(self) -> None:
         """Start (again) watching the peer, if failover is on."""
         if self.cfg.failover.enabled:
+            failovers = 0
             if self.watch is not None:
                 self.watch.stop(timeout=1)
+                failovers = self.watch.failovers   # a counter: it outlives each watch
             self.watch = FailoverWatch(self.role, self._went_live)
+            self.watch.failovers = failovers
             self.watch.start()
 
     def _clone_command(self, cmd: str, req: dict[str, Any]) -> dict[str, Any] | None:
@@ -184,8 +188,20 @@ class Agent:
             return {"quitting": True}
         raise FtorchError(f"unknown command {cmd!r} for a {type(self.role).__name__.lower()} agent")
 
+    def _serve_metrics(self) -> Any:
+        m = self.cfg.metrics
+        if not m.port:
+            return None
+        address = m.address or self.cfg.host(self.key).address
+        try:
+            return metrics.serve(address, m.port, self.status)
+        except OSError as e:   # metrics are for watching: they never stop the agent
+            log.error("cannot serve metrics on %s:%d: %s", address, m.port, e)
+            return None
+
     def run(self) -> int:
         server = ControlServer(self.paths.control, self.handle)
+        metrics_server = None
         signal.signal(signal.SIGTERM, lambda *_: self.done.set())
         try:
             self.role.start()
@@ -194,6 +210,7 @@ class Agent:
                 self.arm()
             self.reprotect.start()
             self.guard.start()
+            metrics_server = self._serve_metrics()
             self.paths.pid.write_text(f"{os.getpid()}\n")
             log.info("agent for %s on host %s is up as %s", self.cfg.pair, self.key,
                      type(self.role).__name__.lower())
@@ -203,6 +220,8 @@ class Agent:
             log.error("%s", e)
             return e.exit_code
         finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
             self.guard.stop(timeout=1)
             self.reprotect.stop(timeout=1)
             if self.watch is not None:

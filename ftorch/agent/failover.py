@@ -45,6 +45,7 @@ class FailoverWatch(Worker):
         self.times: dict[str, float] = {}
         self._timeout = 60.0                 # for a handover
         self.stream: dict = {}               # what the backup had received when it went live
+        self.failovers = 0                   # went live or on alone (a metric)
         self.lock = SharedLock(Path(self.cfg.shared_dir), self.cfg.pair)
         # events from the control socket, applied by the watch's own thread (one at a time)
         self._events: queue.Queue[tuple[Event, str, threading.Event, list[Any]]] = queue.Queue()
@@ -164,6 +165,7 @@ class FailoverWatch(Worker):
         if isinstance(self.subject, Primary):
             self.subject.unprotect()   # recording alone: the re-protector may clone it again
             self.times["live_at"] = time.time()
+            self.failovers += 1
 
     def _go_live(self) -> None:
         assert isinstance(self.subject, Backup)
@@ -181,6 +183,7 @@ class FailoverWatch(Worker):
                           final_icount=t.final_icount, live_at=time.time())
         self.subject = live
         self.on_live(live)
+        self.failovers += 1
         self._apply(Event.LIVE)
 
     def _fence(self) -> None:
@@ -235,4 +238,5 @@ class FailoverWatch(Worker):
 
     def status(self) -> FailoverStatus:
         return FailoverStatus(state=str(self.role), generation=self.generation, reason=self.reason,
-                              error=self.error, stream=dict(self.stream), **self.times)
+                              error=self.error, stream=dict(self.stream), failovers=self.failovers,
+                              **self.times)

@@ -15,7 +15,7 @@ from ftorch.gate.shim import build as build_shim
 from ftorch.host.layout import domain_name, guest_spec, paths
 from ftorch.host.virt import Guest, Host, check_emulator
 from ftorch.rr.domain import Mode, render
-from ftorch.stats import summary
+from ftorch.stats import summary, wall_clock
 from ftorch.status import ChannelStatus, GateStatus, NetStatus, PrimaryStatus, Summary
 
 log = logging.getLogger("ftorch.primary")
@@ -175,11 +175,12 @@ class Primary:
                                   sent_offset=s.sent_offset, acked_offset=s.acked_offset,
                                   connects=s.connects, finished=s.finished,
                                   refused_acks=s.refused_acks, refused_peers=s.refused_peers,
-                                  last_refused=s.last_refused),
+                                  last_refused=s.last_refused,
+                                  last_heard_at=wall_clock(s.last_heard)),
             backup_icount=s.backup_icount, lag_instructions=max(0, icount - s.backup_icount),
             disk_paused=self.disk_paused,
             net=NetStatus(self.net.frames_in, self.net.frames_out),
             gate=None if g is None else GateStatus(g.gate.held, g.gate.released, g.gate.open,
                                                    delays["p50"], delays["p99"], g.gate.dropped,
-                                                   g.gate.max_held),
+                                                   g.gate.max_held, g.histogram),
             staleness_s=Summary(**summary(s.staleness)))

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from ftorch.channel.logtail import frame_key
 from ftorch.gate.outputgate import OutputGate
+from ftorch.status import Histogram
 
 log = logging.getLogger("ftorch.netbridge")
 TUNSETIFF = 0x400454CA
@@ -50,6 +51,7 @@ class GatedOutput:
         self.gate = OutputGate(max_held)
         self.write = write
         self.delays: deque[float] = deque(maxlen=20000)
+        self.histogram = Histogram()
         self.ungated = False
         self._lock = threading.Lock()
 
@@ -89,6 +91,7 @@ class GatedOutput:
         for frame, delay in frames:
             self.write(frame)
             self.delays.append(delay)
+            self.histogram = self.histogram.observe(delay)
 
 
 class NetBridge:
