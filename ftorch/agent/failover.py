@@ -165,7 +165,7 @@ class FailoverWatch(Worker):
         if isinstance(self.subject, Primary):
             self.subject.unprotect()   # recording alone: the re-protector may clone it again
             self.times["live_at"] = time.time()
-            self.failovers += 1
+            self.failovers += 1        # a backup that went live, or a primary alone
 
     def _go_live(self) -> None:
         assert isinstance(self.subject, Backup)
@@ -183,8 +183,7 @@ class FailoverWatch(Worker):
                           final_icount=t.final_icount, live_at=time.time())
         self.subject = live
         self.on_live(live)
-        self.failovers += 1
-        self._apply(Event.LIVE)
+        self._apply(Event.LIVE)     # its OPEN_GATE_UNGATED counts the failover
 
     def _fence(self) -> None:
         """Lost (or unsure): this copy must never emit output again."""
