@@ -111,7 +111,7 @@ class Receiver(Worker):
                 conn.close()          # authenticated after the receiver stopped
                 return
             self._ready.put((conn, addr))
-        except (OSError, ssl.SSLError) as e:
+        except OSError as e:   # ssl.SSLError is one
             self._refuse(conn, addr, f"no valid pair credential ({e})")
         finally:
             self._pending.release()

@@ -97,7 +97,7 @@ class Sender(Worker):
         if self.tls is not None:
             try:
                 sock = self.tls.wrap_socket(sock, server_side=False)
-            except (OSError, ssl.SSLError) as e:
+            except OSError as e:   # ssl.SSLError is one
                 sock.close()
                 self.stats.refused_peers += 1
                 self.stats.last_refused = f"{self.peer[0]}:{self.peer[1]}: {e}"

@@ -69,7 +69,7 @@ def context(folder: Path, server: bool) -> ssl.SSLContext:
                                f"{oct(key.stat().st_mode & 0o777)}): it must be 0600")
         ctx.load_cert_chain(str(cert), str(key))
         ctx.load_verify_locations(cafile=str(cert))
-    except (OSError, ssl.SSLError) as e:
+    except OSError as e:   # ssl.SSLError is one
         raise ChannelError(f"cannot load the pair's channel credential from {folder}: {e}; "
                            "`ftorch down` and `ftorch up` make a new one") from None
     return ctx
