@@ -5,7 +5,7 @@ import pytest
 
 from ftorch.channel.logtail import LogTail
 from ftorch.errors import LogFormatError
-from ftorch.rr.replaylog import HEADER_SIZE, INSTRUCTION, block_completions
+from ftorch.rr.replaylog import CLOCK_HOST, HEADER_SIZE, INSTRUCTION, block_completions
 
 
 def instr(n: int) -> bytes:
@@ -63,5 +63,45 @@ def test_the_index_keeps_only_what_the_backup_has_not_acknowledged(tmp_path):
         assert t.chunk_at(acked, timeout=1).offset == acked
         with pytest.raises(LogFormatError, match="acknowledged earlier"):
             t.chunk_at(HEADER_SIZE, timeout=1)
+    finally:
+        t.stop()
+
+
+def clock(seconds: float) -> bytes:
+    return bytes([CLOCK_HOST]) + struct.pack(">q", int(seconds * 1e9))
+
+
+def test_chunks_carry_when_the_primary_recorded_them_not_when_the_tail_read_them(tmp_path):
+    path = tmp_path / "rr.log"
+    first = clock(1000.0) + instr(10) + clock(1000.5) + instr(20)
+    second = instr(5) + clock(1001.25) + instr(1)
+    path.write_bytes(bytes(HEADER_SIZE) + first + second)
+    t = LogTail(str(path), max_chunk=len(first))
+    t.start()
+    try:
+        wait(lambda: t.head()[0] == HEADER_SIZE + len(first + second))
+        a = t.chunk_at(HEADER_SIZE, timeout=1)
+        b = t.chunk_at(a.end, timeout=1)
+        assert (a.icount, a.recorded_at) == (30, 1000.5)
+        assert (b.icount, b.recorded_at) == (36, 1001.25)
+        # a snapshot's offset inside the second chunk: its head is dated by the first chunk's
+        # last read (no read in between), its rest keeps the chunk's date
+        assert t.boundary_at(a.end + 5, timeout=5) == (35, 0)
+        head = t.chunk_at(a.end, timeout=1)
+        assert (head.icount, head.recorded_at) == (35, 1000.5)
+        assert t.chunk_at(head.end, timeout=1).recorded_at == 1001.25
+    finally:
+        t.stop()
+
+
+def test_a_log_with_no_clock_read_yet_counts_from_when_it_was_read(tmp_path):
+    path = tmp_path / "rr.log"
+    path.write_bytes(bytes(HEADER_SIZE) + instr(3))
+    before = time.time()
+    t = LogTail(str(path))
+    t.start()
+    try:
+        wait(lambda: t.head()[0] == HEADER_SIZE + 5)
+        assert before <= t.chunk_at(HEADER_SIZE, timeout=1).recorded_at <= time.time()
     finally:
         t.stop()

@@ -9,6 +9,7 @@ import pytest
 from ftorch.errors import LogFormatError
 from ftorch.rr.replaylog import (
     ASYNC_NET,
+    CLOCK_HOST,
     END,
     HEADER_SIZE,
     INSTRUCTION,
@@ -81,6 +82,24 @@ def test_partial_event_is_held_back():
     assert p.pending == 3 and p.offset == HEADER_SIZE
     p.feed(bytes([1, 0]))
     assert (p.offset, p.icount, p.pending) == (HEADER_SIZE + 5, 256, 0)
+
+
+def test_the_last_host_clock_read_dates_the_position():
+    clock = bytes([CLOCK_HOST]) + struct.pack(">q", 1_795_000_000_123_456_000)
+    later = bytes([CLOCK_HOST]) + struct.pack(">q", 1_795_000_000_200_000_000)
+    p = LogParser()
+    assert p.host_clock_ns is None
+    p.feed(clock + bytes([INSTRUCTION, 0, 0, 0, 9]) + later[:5])   # the second read is partial
+    assert p.host_clock_ns == 1_795_000_000_123_456_000 and p.icount == 9
+    p.feed(later[5:])
+    assert p.host_clock_ns == 1_795_000_000_200_000_000
+
+
+def test_real_log_host_clock_is_the_wall_clock_of_the_recording(real_log):
+    p = LogParser()
+    p.feed(real_log[HEADER_SIZE:])
+    # the fixture was recorded in November 2026; its last read is its end
+    assert 1_795_000_000 < p.host_clock_ns / 1e9 < 1_796_000_000
 
 
 def test_net_event_payload_and_frames():

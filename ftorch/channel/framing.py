@@ -2,8 +2,9 @@
 
 Every frame: magic b"FT", version, type, u64 offset, u64 icount, u64 stamp (sender's wall clock,
 microseconds), u64 block, u32 length, u32 CRC32 (of the header before it and the payload), then
-the payload. Big-endian throughout. A DATA frame's stamp is when the primary read it from the
-log; its block is the lowest disk-request number not completed at its end (see go-live).
+the payload. Big-endian throughout. A DATA frame's stamp is when the primary recorded its end
+(the log's own host-clock reads); its block is the lowest disk-request number not completed
+at its end (see go-live).
   HELLO  receiver -> sender: resume at `offset` (icount there); payload: pair name
   DATA   sender -> receiver: complete log events starting at `offset`; `icount` at their end
   ACK    receiver -> sender: every byte before `offset` is in the backup's pipe; `icount`: the

@@ -1,7 +1,7 @@
 """Primary side: follow the replay log as QEMU writes it and index its complete events.
 
 The tail never waits on the network: it only appends to an index of chunks (offset, length,
-icount at the end, time read); the sender reads chunk bytes back from the file by offset, so a
+icount at the end, when it was recorded); the sender reads chunk bytes back from the file by offset, so a
 slow or absent backup costs disk space, not a stalled reader.
 """
 from __future__ import annotations
@@ -29,13 +29,26 @@ class Chunk:
     offset: int
     length: int
     icount: int        # instruction count at the end of the chunk
-    read_at: float     # wall clock when the tail read it
+    recorded_at: float  # wall clock when the primary recorded the chunk's end (see _recorded_at)
     net_keys: tuple[bytes, ...] = ()
     block: int = 0     # lowest disk-request number not completed at the end of the chunk
 
     @property
     def end(self) -> int:
         return self.offset + self.length
+
+
+def _recorded_at(parser: LogParser) -> float:
+    """When the recorder logged the parser's position: its last read of the host's wall clock
+    (QEMU reads it every few ms while the guest runs: p99 3 ms apart on an idle lab guest, at
+    most ~1 s), so the lag measured from it is the end-to-end lag, not the tail's read delay.
+    A stream with no such read yet counts from now."""
+    ns = parser.host_clock_ns
+    return ns / 1e9 if ns is not None else time.time()
+
+
+def _clock_ns(chunk: Chunk | None) -> int | None:
+    return int(chunk.recorded_at * 1e9) if chunk is not None else None
 
 
 def frame_key(frame: bytes) -> bytes:
@@ -151,7 +164,7 @@ class LogTail(Worker):
             end = min(end, self.parser.closing_at)
         if end <= start:
             return
-        chunk = Chunk(start, end - start, self.parser.icount, time.time(),
+        chunk = Chunk(start, end - start, self.parser.icount, _recorded_at(self.parser),
                       tuple(frame_key(f) for f in frames or ()), self.parser.first_open_block)
         with self._cond:
             self._starts.append(chunk.offset)
@@ -231,13 +244,13 @@ class LogTail(Worker):
             whole = self._chunks[i]
             prev = self._chunks[i - 1] if i > 0 else None
             p = LogParser(whole.offset, prev.icount if prev else self.base_icount,
-                          prev.block if prev else 0)
+                          prev.block if prev else 0, _clock_ns(prev))
             if p.feed(self.read(whole)[:offset - whole.offset]) != offset - whole.offset:
                 raise LogFormatError(f"offset {offset} is not an event boundary of the log")
-            head = Chunk(whole.offset, offset - whole.offset, p.icount, whole.read_at, (),
+            head = Chunk(whole.offset, offset - whole.offset, p.icount, _recorded_at(p), (),
                          p.first_open_block)
-            rest = Chunk(offset, whole.end - offset, whole.icount, whole.read_at, whole.net_keys,
-                         whole.block)
+            rest = Chunk(offset, whole.end - offset, whole.icount, whole.recorded_at,
+                         whole.net_keys, whole.block)
             self._chunks[i:i + 1] = [head, rest]
             self._starts[i:i + 1] = [head.offset, rest.offset]
             return p.icount, p.first_open_block

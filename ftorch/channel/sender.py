@@ -165,7 +165,7 @@ class Sender(Worker):
 
     def _send_chunk(self, sock: socket.socket, chunk) -> None:
         data = encode(Frame(Kind.DATA, chunk.offset, chunk.icount, self.tail.read(chunk),
-                            stamp=int(chunk.read_at * 1e6), block=chunk.block))
+                            stamp=int(chunk.recorded_at * 1e6), block=chunk.block))
         if self.corrupt_next.is_set():
             self.corrupt_next.clear()
             data = data[:-1] + bytes([data[-1] ^ 0xFF])

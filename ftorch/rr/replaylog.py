@@ -24,6 +24,7 @@ SHUTDOWN_FIRST, SHUTDOWN_LAST = 10, 21
 CHAR_WRITE = 22
 CHECKPOINT_FIRST = 30
 CHECKPOINT_CLOCK_VIRTUAL = 34   # virtual-clock timers ran (CHECKPOINT_FIRST + 4)
+CLOCK_HOST = 28                 # a read of the host's wall clock (ns since the epoch)
 CHAR_READ_ALL = 23
 AUDIO_IN = 26
 RANDOM = 27
@@ -124,9 +125,13 @@ class LogParser:
     until the event completes. `counts` tallies events by kind.
     """
 
-    def __init__(self, offset: int = HEADER_SIZE, icount: int = 0, next_block: int = 0) -> None:
+    def __init__(self, offset: int = HEADER_SIZE, icount: int = 0, next_block: int = 0,
+                 host_clock_ns: int | None = None) -> None:
         self.offset = offset
         self.icount = icount
+        # The last host wall-clock read the recorder logged: when it recorded this point, to
+        # within the spacing of such reads (a few ms; a running guest's QEMU reads it often).
+        self.host_clock_ns = host_clock_ns
         # blkreplay numbers disk requests from 0 (or the snapshot's count); completions
         # (ASYNC_BLOCK) carry the number. One past the highest completion seen, and the lower
         # numbers not completed yet (completions can overtake each other; rarely seen).
@@ -153,6 +158,7 @@ class LogParser:
             raise LogFormatError(f"data after the END event at offset {self.offset}")
         buf = self._buf + data if self._buf else data
         pos, n, icount, fixed, counts = 0, len(buf), self.icount, _FIXED, self.counts
+        clock = self.host_clock_ns
         unpack = struct.unpack_from
         while pos < n:
             kind = buf[pos]
@@ -165,6 +171,8 @@ class LogParser:
                     break
                 if kind == INSTRUCTION:
                     icount += unpack(">I", buf, pos + 1)[0]
+                elif kind == CLOCK_HOST:
+                    clock = unpack(">q", buf, pos + 1)[0]
                 elif kind == ASYNC_BLOCK:
                     self._completed(unpack(">Q", buf, pos + 1)[0], self.offset + pos)
             else:
@@ -187,6 +195,7 @@ class LogParser:
         self._buf = buf[pos:]
         self.offset += pos
         self.icount = icount
+        self.host_clock_ns = clock
         return pos
 
     def _completed(self, block: int, at: int) -> None:
