@@ -91,6 +91,7 @@ class PrimaryStatus:
     channel: ChannelStatus = field(default_factory=ChannelStatus)
     backup_icount: int = 0
     lag_instructions: int = 0
+    lag_seconds: float | None = None  # from the positions the backup's ACKs report
     disk_paused: bool = False        # guest paused: the pair folder is below its reserve
     net: NetStatus = field(default_factory=NetStatus)
     gate: GateStatus | None = None
@@ -207,6 +208,12 @@ class SideStatus:
     def lag_instructions(self) -> int | None:
         rec = self.primary or self.backup
         return rec.lag_instructions if rec else None
+
+    @property
+    def lag_seconds(self) -> float | None:
+        """The backup's own measure where it has one; the primary's from the backup's acks."""
+        rec = self.backup or self.primary
+        return rec.lag_seconds if rec else None
 
     @property
     def channel(self) -> ChannelStatus | None:

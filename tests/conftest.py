@@ -12,7 +12,8 @@ from ftorch.channel.receiver import Receiver
 from ftorch.channel.sender import Sender
 from ftorch.rr.replaylog import HEADER_SIZE
 
-E2E_TOOLS = ("qemu-system-x86_64", "libvirtd", "ip", "sshd", "ssh-keygen", "unshare", "tini")
+E2E_TOOLS = ("qemu-system-x86_64", "libvirtd", "ip", "sshd", "ssh-keygen", "unshare", "tini",
+             "prometheus", "promtool")
 
 
 def missing_prerequisites() -> list[str]:

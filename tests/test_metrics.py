@@ -35,7 +35,7 @@ def test_a_histogram_counts_cumulatively():
 
 def test_a_primary_and_a_backup_as_prometheus_sees_them():
     gate = GateStatus(held=2, released=10, delay=Histogram().observe(0.004).observe(0.03))
-    a = replace(PRIMARY, primary=replace(PRIMARY.primary, gate=gate),
+    a = replace(PRIMARY, primary=replace(PRIMARY.primary, gate=gate, lag_seconds=0.05),
                 failover=FailoverStatus(state="primary", generation=3, failovers=1))
     s = scrape(a)
     assert value(s, "ftorch_role", role="primary", host="a", pair="p") == 1
@@ -49,6 +49,7 @@ def test_a_primary_and_a_backup_as_prometheus_sees_them():
     assert value(s, "ftorch_output_gate_delay_seconds_bucket", le="0.005") == 1
     assert value(s, "ftorch_output_gate_delay_seconds_count") == 2
     assert value(s, "ftorch_replication_lag_instructions", host="a") == 0
+    assert value(s, "ftorch_replication_lag_seconds", host="a") == 0.05   # from the acks
     assert value(s, "ftorch_clone_pause_seconds") == 1.01
     b = scrape(BACKUP)
     assert value(b, "ftorch_replication_lag_seconds", host="b") == 0.043

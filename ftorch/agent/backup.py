@@ -4,12 +4,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from typing import Any
 
 from ftorch.channel import trust
 from ftorch.channel.feeder import Feeder, StreamStart
 from ftorch.channel.framing import Frame
+from ftorch.channel.lag import LagMeter
 from ftorch.channel.receiver import Receiver
 from ftorch.channel.replayer import ReplayController
 from ftorch.config import PairConfig
@@ -34,7 +34,7 @@ class Backup:
         self.paths = paths(cfg, key)
         self.guest: Guest | None = None
         self.controller: ReplayController | None = None
-        self.stamps: deque[tuple[int, float]] = deque()   # for lag: see ReplayController
+        self.lag = LagMeter()
         self.loadvm = loadvm
         self.disk_ready = threading.Event()     # a clone's image is in place
         if loadvm is None:
@@ -61,7 +61,7 @@ class Backup:
         return self.controller.icount if self.controller else 0
 
     def _on_data(self, frame: Frame) -> None:
-        self.stamps.append((frame.icount, frame.stamp / 1e6))
+        self.lag.recorded(frame.icount, frame.stamp / 1e6)
 
     def _start_when_fed(self) -> None:
         """QEMU reads the first event while starting: start it only once there is enough."""
@@ -80,7 +80,7 @@ class Backup:
             log.error("cannot start the replay: %s", e)
             return
         self.controller = ReplayController(self.guest, self.feeder, margin,
-                                           self.cfg.replay.break_interval_ms / 1000, self.stamps)
+                                           self.cfg.replay.break_interval_ms / 1000, self.lag)
         self.controller.start()
         self._started.set()
         log.info("replaying %s from the stream", spec.name)
@@ -150,7 +150,7 @@ class Backup:
                                   refused_peers=r.refused_peers, last_refused=r.last_refused,
                                   last_heard_at=wall_clock(r.last_heard)),
             primary_icount=r.primary_icount, lag_instructions=max(0, r.primary_icount - icount),
-            lag_seconds=c.lag_seconds() if c else None, break_hits=c.break_hits if c else 0,
+            lag_seconds=self.lag.seconds(), break_hits=c.break_hits if c else 0,
             start_icount=self.feeder.start.icount, start_error=self.start_error,
             withdrawn=self.withdrawn, backlog_frames=self.feeder.backlog,
             backlog_limit=self.cfg.limits.backlog_frames)

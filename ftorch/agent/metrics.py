@@ -92,9 +92,9 @@ def _channel(st: SideStatus, lb: list[str]) -> Iterator[Metric]:
 
 
 def _lag(st: SideStatus, lb: list[str]) -> Iterator[Metric]:
-    b = st.backup
     yield _gauge("ftorch_replication_lag_seconds", "Time since the primary recorded what the "
-                 "backup has just replayed.", lb, b.lag_seconds if b else None)
+                 "backup has just replayed (the primary: as the backup's acks report it).", lb,
+                 st.lag_seconds)
     rec: Any = st.primary or st.backup
     yield _gauge("ftorch_replication_lag_instructions", "Instructions the backup trails by.",
                  lb, rec.lag_instructions if rec else None)

@@ -178,6 +178,7 @@ class Primary:
                                   last_refused=s.last_refused,
                                   last_heard_at=wall_clock(s.last_heard)),
             backup_icount=s.backup_icount, lag_instructions=max(0, icount - s.backup_icount),
+            lag_seconds=self.sender.lag.seconds() if self.mode == "protected" else None,
             disk_paused=self.disk_paused,
             net=NetStatus(self.net.frames_in, self.net.frames_out),
             gate=None if g is None else GateStatus(g.gate.held, g.gate.released, g.gate.open,

@@ -1,18 +1,17 @@
 """Backup side: hold the replaying QEMU inside what it has received, via replay-break.
 
 Runs the `horizon.decide` loop over QMP: woken by new data (or every interval), it moves the
-break forward and continues the backup when it has stopped at the old one. Also measures lag.
+break forward and continues the backup when it has stopped at the old one; tells the lag meter
+where the backup is.
 """
 from __future__ import annotations
 
-import bisect
 import logging
-import threading
 import time
-from collections import deque
 
 from ftorch.channel.feeder import Feeder
 from ftorch.channel.horizon import decide
+from ftorch.channel.lag import LagMeter
 from ftorch.errors import VirtError
 from ftorch.host.virt import Guest
 from ftorch.worker import Worker
@@ -24,44 +23,23 @@ class ReplayController(Worker):
     thread_name = "replayer"
 
     def __init__(self, guest: Guest, feeder: Feeder, margin: int, interval_s: float,
-                 stamps: deque[tuple[int, float]]) -> None:
-        """stamps: (icount at chunk end, primary's time) of every chunk since the stream began,
-        appended by the receiver; the controller trims what the backup has passed."""
+                 lag: LagMeter) -> None:
         self.guest = guest
         self.feeder = feeder
         self.margin = margin
         self.interval_s = interval_s
         self.icount = 0
-        self.moved_at = time.time()      # when the backup last advanced
         self.status = "prelaunch"
         self.break_at: int | None = None
         self.break_hits = 0
         self.finished = False
         self.error: str | None = None
-        self._stamps = stamps
-        self._stamps_lock = threading.Lock()
+        self.lag = lag
         super().__init__()
 
     def _wake(self) -> None:
         with self.feeder.changed:
             self.feeder.changed.notify_all()
-
-    def lag_seconds(self) -> float:
-        """How much later than the primary the backup reached its current position.
-
-        Measured when the backup got there, not now: a backup waiting at its break while the
-        primary idles is as close as it may be, and its lag does not grow.
-        """
-        with self._stamps_lock:   # status requests come on several threads
-            icount, moved_at = self.icount, self.moved_at
-            while len(self._stamps) > 1 and self._stamps[1][0] <= icount:
-                self._stamps.popleft()
-            stamps = list(self._stamps)   # one C-level copy: the receiver appends meanwhile
-        if not stamps:
-            return 0.0
-        counts = [c for c, _ in stamps]
-        i = min(bisect.bisect_left(counts, icount), len(counts) - 1)
-        return max(0.0, moved_at - stamps[i][1])
 
     def _run(self) -> None:
         last = 0.0
@@ -91,7 +69,8 @@ class ReplayController(Worker):
         self.status = self.guest.run_state()
         icount = self.guest.replay().icount
         if icount != self.icount:
-            self.icount, self.moved_at = icount, time.time()
+            self.icount = icount
+            self.lag.replayed(icount)
         if final and self.icount >= have:
             self.finished = True
             log.info("backup replayed the whole log: icount %d", self.icount)

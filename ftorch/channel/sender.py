@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode, now_us
+from ftorch.channel.lag import LagMeter
 from ftorch.channel.logtail import LogTail
 from ftorch.errors import ChannelError, FrameError, LogFormatError
 from ftorch.worker import Worker
@@ -60,6 +61,7 @@ class Sender(Worker):
         self.heartbeat_s = heartbeat_s
         self.timeout_s = timeout_s
         self.stats = SenderStats()
+        self.lag = LagMeter()   # from the positions the backup's ACKs report
         self.inbound_times = inbound_times if inbound_times is not None else {}
         self.on_ack = on_ack
         self.corrupt_next = threading.Event()
@@ -184,6 +186,7 @@ class Sender(Worker):
             t0 = self.inbound_times.pop(key, None)
             if t0 is not None:
                 self.stats.staleness.append(sent - t0)
+        self.lag.recorded(chunk.icount, chunk.recorded_at)
         self.stats.sent_bytes += chunk.length
         self.stats.sent_offset = chunk.end
 
@@ -206,6 +209,7 @@ class Sender(Worker):
                 if f.kind == Kind.ACK:
                     self._acked(f.offset)
                     self.stats.backup_icount = f.icount
+                    self.lag.replayed(f.icount)
 
     def _acked(self, offset: int) -> None:
         self.stats.acked_offset = max(self.stats.acked_offset, offset)

@@ -6,6 +6,7 @@
   ftorch-a: mgmt0 10.77.1.1, sshd ──┐
   ftorch-b: mgmt0 10.77.1.2, sshd ──┤ ftorch-lan: br-mgmt (management: SSH only)
   ftorch-ops: eth0 10.77.1.100 ─────┘ (where the operator's SSH connections start)
+  ftorch-mon: eth0 10.77.0.200 on br0: Prometheus, scraping the agents (labprom.py)
 Each host's sshd, and so its agent, runs in a mount namespace of its own in which the other
 host's folder and the operator's keys are hidden: a path from one host into another's files
 fails instead of passing. Only addresses inside these namespaces are used. Cutting a host off
@@ -22,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ftorch.errors import LabError
-from ftorch.host import labssh
+from ftorch.host import labprom, labssh
 from ftorch.host.labssh import LAB_ROOT, OPERATOR_DIR
 from ftorch.host.proc import run
 
 LAN_NS = "ftorch-lan"
 CLIENT_NS = "ftorch-client"
 OPS_NS = "ftorch-ops"
+MON_NS = "ftorch-mon"
 SUBNET = "10.77.0"
 MGMT_SUBNET = "10.77.1"
 OPS_ADDRESS = f"{MGMT_SUBNET}.100"
@@ -58,6 +60,7 @@ class LabHost:
 HOSTS = (LabHost("a", "ftorch-a", f"{SUBNET}.1", f"{MGMT_SUBNET}.1"),
          LabHost("b", "ftorch-b", f"{SUBNET}.2", f"{MGMT_SUBNET}.2"))
 CLIENT_ADDRESS = f"{SUBNET}.100"
+MON_ADDRESS = f"{SUBNET}.200"
 GUEST_ADDRESS = f"{SUBNET}.10"
 
 
@@ -112,6 +115,8 @@ def up() -> None:
         _station(CLIENT_NS, "lan-c", "br0", CLIENT_ADDRESS)
     if OPS_NS not in have:
         _station(OPS_NS, "mgmt-o", "br-mgmt", OPS_ADDRESS)
+    if MON_NS not in have:
+        _station(MON_NS, "lan-m", "br0", MON_ADDRESS)
     for h in HOSTS:
         h.dir.mkdir(parents=True, exist_ok=True)
     (LAB_ROOT / "shared").mkdir(parents=True, exist_ok=True)
@@ -119,6 +124,12 @@ def up() -> None:
     for h in HOSTS:
         labssh.start_sshd(h.key, h.netns, h.mgmt_address, hide=[o.dir for o in HOSTS if o != h]
                           + [OPERATOR_DIR], path=os.path.dirname(sys.executable))
+    labprom.start(MON_NS, MON_ADDRESS, [h.address for h in HOSTS])
+
+
+def prometheus_url() -> str:
+    """The lab's Prometheus (UI and API), reachable inside the lab namespaces."""
+    return f"http://{MON_ADDRESS}:{labprom.PORT}"
 
 
 def _station(ns: str, port: str, bridge: str, address: str) -> None:
@@ -157,7 +168,8 @@ def down() -> None:
     ssh.close_all()   # this process's connections into the lab die with it
     for h in HOSTS:
         labssh.stop_sshd(h.key)
-    for ns in (CLIENT_NS, OPS_NS, *(h.netns for h in HOSTS), LAN_NS):
+    labprom.stop()
+    for ns in (CLIENT_NS, OPS_NS, MON_NS, *(h.netns for h in HOSTS), LAN_NS):
         if ns in namespaces():
             _ip("netns", "del", ns)
 
@@ -179,5 +191,6 @@ def kill_host(agent_pid_file: Path, domain: str) -> None:
 def status() -> dict[str, object]:
     have = namespaces()
     return {"namespaces": {ns: ns in have for ns in
-                           (LAN_NS, CLIENT_NS, OPS_NS, *(h.netns for h in HOSTS))},
+                           (LAN_NS, CLIENT_NS, OPS_NS, MON_NS, *(h.netns for h in HOSTS))},
+            "prometheus": prometheus_url() if labprom.pid() else None,
             "root": str(LAB_ROOT)}

@@ -1,0 +1,49 @@
+"""End-to-end replication lag: how much later than the primary recorded a point of the log the
+backup replayed it. One meter on each side: the backup's from its own replay position, the
+primary's from the positions the backup's acknowledgements report.
+"""
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections import deque
+
+
+class LagMeter:
+    def __init__(self) -> None:
+        # (icount at a chunk's end, when the primary recorded that end: the log's own clock),
+        # appended as chunks pass; trimmed as the backup passes them, so it holds only the log
+        # between the backup's position and the newest chunk
+        self._stamps: deque[tuple[int, float]] = deque()
+        self._lock = threading.Lock()
+        self.icount = 0
+        self.reached_at = 0.0      # wall clock when the backup reached self.icount
+
+    def recorded(self, icount: int, at: float) -> None:
+        """A chunk ending at icount, recorded at wall-clock time `at`, is on its way."""
+        with self._lock:
+            if not self._stamps or icount > self._stamps[-1][0]:   # a resend is known already
+                self._stamps.append((icount, at))
+
+    def replayed(self, icount: int, at: float | None = None) -> None:
+        """The backup is at icount (seen at wall-clock time `at`, default now). Only a move
+        counts: a backup waiting at its break while the primary idles does not fall behind."""
+        if icount == self.icount:
+            return
+        with self._lock:
+            self.icount, self.reached_at = icount, at if at is not None else time.time()
+            while len(self._stamps) > 1 and self._stamps[1][0] <= icount:
+                self._stamps.popleft()
+
+    def seconds(self) -> float | None:
+        """The lag when the backup reached its position: None before any log has passed."""
+        with self._lock:
+            if not self._stamps or not self.reached_at:
+                return None
+            counts = [c for c, _ in self._stamps]
+            i = min(bisect.bisect_left(counts, self.icount), len(counts) - 1)
+            return max(0.0, self.reached_at - self._stamps[i][1])
+
+    def __len__(self) -> int:
+        return len(self._stamps)
