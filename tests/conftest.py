@@ -13,7 +13,7 @@ from ftorch.channel.sender import Sender
 from ftorch.rr.replaylog import HEADER_SIZE
 
 E2E_TOOLS = ("qemu-system-x86_64", "libvirtd", "ip", "sshd", "ssh-keygen", "unshare", "tini",
-             "prometheus", "promtool")
+             "prometheus", "promtool", "ansible-playbook", "ansible-lint", "systemd-analyze", "nft")
 
 
 def missing_prerequisites() -> list[str]:

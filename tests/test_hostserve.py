@@ -4,6 +4,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from ftorch.rpc import serve
 from ftorch.rpc.serve import MAX_REQUEST, handle
 
 
@@ -50,3 +53,28 @@ def test_the_stream_answers_line_by_line_and_stops_at_an_oversized_request(tmp_p
     replies = [json.loads(line) for line in p.stdout.splitlines()]
     assert [r["ok"] for r in replies] == [True, True, False]
     assert replies[-1]["error"] == "request too large"
+
+
+def test_under_systemd_the_agent_starts_as_an_instance_of_the_provisioned_unit(tmp_path,
+                                                                               monkeypatch):
+    import subprocess as sp
+    unit, running, pair = tmp_path / "ftorch-agent@.service", tmp_path / "run-systemd", tmp_path / "p"
+    unit.write_text("[Service]\n")
+    running.mkdir()
+    pair.mkdir()
+    monkeypatch.setattr(serve, "AGENT_UNIT", unit)
+    monkeypatch.setattr(serve, "SYSTEMD_RUNNING", running)
+    calls = []
+
+    def fake(cmd, **kw):
+        calls.append(list(cmd))
+        out = {"systemd-escape": "ftorch-agent@tmp-p.service\n", "systemctl": "4242\n"}[cmd[0]]
+        return sp.CompletedProcess(cmd, 0, out, "")
+    monkeypatch.setattr(serve.subprocess, "run", fake)
+    got = serve._start_agent(str(pair / "pair.yaml"), "b", "backup", "protected", "unused")
+    assert got == {"pid": 4242, "unit": "ftorch-agent@tmp-p.service"}
+    assert (pair / "agent.env").read_text() == "FTORCH_HOST=b\nFTORCH_ROLE=backup\nFTORCH_MODE=protected\n"
+    assert calls[0] == ["systemd-escape", "--path", "--template=ftorch-agent@.service", str(pair)]
+    assert ["systemctl", "start", "ftorch-agent@tmp-p.service"] in calls
+    with pytest.raises(serve.Refused, match="not a plain word"):
+        serve.agent_env("b\nFTORCH_MODE=x", "backup", "protected")

@@ -19,6 +19,9 @@ from typing import Any
 
 MAX_REQUEST = 1 << 20
 AGENT_LOG = "agent.log"
+# Installed by provisioning (ansible/): on a host run by systemd, agents start as its instances
+AGENT_UNIT = Path("/etc/systemd/system/ftorch-agent@.service")
+SYSTEMD_RUNNING = Path("/run/systemd/system")
 
 
 class Refused(Exception):
@@ -80,8 +83,36 @@ def _own(paths: list[str]) -> dict[str, Any]:
     return {}
 
 
+def agent_env(key: str, role: str, mode: str) -> str:
+    """The agent unit's environment file (what `agent run` takes besides pair.yaml)."""
+    for name, value in (("host", key), ("role", role), ("mode", mode)):
+        if not value.replace("-", "").isalnum():
+            raise Refused(f"agent {name} {value!r} is not a plain word")
+    return f"FTORCH_HOST={key}\nFTORCH_ROLE={role}\nFTORCH_MODE={mode}\n"
+
+
+def _start_unit(config: Path, key: str, role: str, mode: str) -> dict[str, Any]:
+    """Start the agent as an instance of the provisioned unit: systemd supervises it, its log
+    is the unit's (appended to agent.log) and `systemctl status` shows it."""
+    def systemd(*cmd: str, check: bool = True) -> str:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if check and p.returncode != 0:
+            raise Refused(f"`{' '.join(cmd)}` failed: {p.stderr.strip() or p.returncode}")
+        return p.stdout.strip()
+    (config.parent / "agent.env").write_text(agent_env(key, role, mode))
+    unit = systemd("systemd-escape", "--path", f"--template={AGENT_UNIT.name}", str(config.parent))
+    systemd("systemctl", "reset-failed", unit, check=False)   # a previous agent's exit
+    systemd("systemctl", "start", unit)
+    return {"pid": int(systemd("systemctl", "show", "-p", "MainPID", "--value", unit) or 0),
+            "unit": unit}
+
+
 def _start_agent(config: str, key: str, role: str, mode: str, log: str) -> dict[str, Any]:
-    """Start the agent in the background, in its own session, logging to `log`."""
+    """Start the agent in the background: under systemd as an instance of the provisioned unit
+    (which logs to the pair folder's agent.log), otherwise in its own session, logging to
+    `log`."""
+    if SYSTEMD_RUNNING.is_dir() and AGENT_UNIT.exists() and Path(config).name == "pair.yaml":
+        return _start_unit(Path(config), key, role, mode)
     cmd = [sys.executable, "-m", "ftorch", "agent", "run", config, "--host", key, "--role", role,
            "--mode", mode]
     with open(log, "ab") as out:
