@@ -23,6 +23,10 @@ from ftorch.ops.cli import status_table
 from ftorch.status import SideStatus
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import promplot  # noqa: E402  (tools/ is not a package)
+
+PNG = ROOT / "bench/results/demo.png"
 
 console = Console()
 WRITE_S = 20
@@ -55,6 +59,7 @@ def main() -> int:
                   "(TCG, ~20 s); the backup replays the boot backlog and catches up…")
     with console.status("waiting for the backup to catch up"):
         pair.wait_caught_up(cfg, timeout=300)
+    t_start, marks = time.time(), {}
     out = Path("/tmp/ftorch-demo-client.json")
     client = subprocess.Popen(["ip", "netns", "exec", lab.CLIENT_NS, sys.executable,
                                str(ROOT / "tools/kvclient.py"), "--duration", "900", "--out", str(out),
@@ -65,6 +70,7 @@ def main() -> int:
 
     console.rule("host A dies")
     lab.kill_host(paths(cfg, "a").pid, domain_name(cfg, "a"))
+    marks["host A killed"] = time.time()
     console.print("SIGKILL to host A's agent and QEMU. Host B notices the silence "
                   f"({cfg.channel.timeout_s:.0f} s), wins the pair, replays what it received and "
                   "goes live with the guest's memory, disk and connections:")
@@ -77,11 +83,13 @@ def main() -> int:
                  and frames_out(st.hosts["b"]) > base + 10, 180)
     console.print(f"host B live and answering the same client connection {took:.1f} s after "
                   "the kill")
+    marks["B live"] = time.time()
     console.print("host A's place is free again: host B clones the running guest onto it "
                   "(failover.reprotect)…")
     took = watch(cfg, "protection again",
                  lambda st: pair.protected(st.hosts["b"], st.hosts["a"]), 300)
     console.print(f"protected again by host A {took:.1f} s after going live")
+    marks["protected again"] = time.time()
     pair.wait_caught_up(cfg, timeout=300)
 
     client.send_signal(signal.SIGUSR1)   # stop writing, read every record back
@@ -96,6 +104,9 @@ def main() -> int:
     backup_at, primary_at = summary["backup"]["icount"], summary["primary"]["icount"]
     console.print(f"primary executed up to instruction {primary_at:,}; the backup replayed to "
                   f"{backup_at:,}; data disks identical: {same_disk}")
+    promplot.plot(cfg.pair, t_start, time.time(), PNG, "ftorch demo: lag and output-gate delay "
+                  "(lab Prometheus)", marks)
+    console.print(f"lag and gate delay over the demo, from the lab's Prometheus: {PNG}")
     lab.down()
     ok = (same_disk and backup_at == primary_at and summary["backup"]["finished"]
           and not res["errors"] and not res["mismatches"])

@@ -13,17 +13,19 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ftorch.config import PairConfig, load
 from ftorch.errors import ConfigError, FtorchError
 from ftorch.host import lab as lab_mod
 from ftorch.ops import pair as pair_ops
+from ftorch.ops import watch
 from ftorch.ops.pair import PairStatus
 from ftorch.status import SideStatus
 
 app = typer.Typer(help="Fault-tolerant VMs on QEMU record/replay: a primary records, a backup "
                        "replays its log a short way behind.", no_args_is_help=True,
-                  add_completion=False)
+                  add_completion=False, rich_markup_mode="markdown")
 lab_app = typer.Typer(help="The one-machine lab: namespaces standing for hosts A, B and a client.",
                       no_args_is_help=True)
 agent_app = typer.Typer(help="Run an agent (started by `ftorch up`; not for direct use).",
@@ -156,16 +158,37 @@ def status_notes(data: PairStatus) -> list[str]:
     return notes
 
 
+def _view(data: PairStatus) -> list[Any]:
+    """The table, its notes and a line for each host that did not answer."""
+    return [status_table(data), *(Text(line) for line in status_notes(data)),
+            *(Text.assemble(("error: ", "red"), h.error) for h in data.hosts.values()
+              if not h.reachable)]
+
+
 @app.command()
 def status(config: str = typer.Argument(..., help="The pair's YAML config."),
-           as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+           as_json: bool = typer.Option(False, "--json", help="Machine-readable output (with "
+                                        "--watch: one JSON object a line)."),
+           watch_: bool = typer.Option(False, "--watch", "-w", help="Refresh in place until "
+                                       "Ctrl-C, with each side's lag as a sparkline."),
+           interval: float = typer.Option(2.0, "--interval", min=0.2, help="Seconds between "
+                                          "refreshes with --watch."),
+           count: int = typer.Option(0, "--count", hidden=True,
+                                     help="Stop --watch after this many refreshes.")) -> None:
     """Each side's role, lag and channel, asked of its agent over SSH. Exit 4 if one is down.
 
     Columns: role, generation, guest state, instruction count (millions), lag (seconds and
     millions of instructions), channel state, log acknowledged (MiB). A host whose agent does
     not answer gets one line saying why (SSH refused, host key mismatch, agent not running).
+    With --watch the view refreshes until Ctrl-C (exit 0) and a host that stops answering
+    stays on screen with its error.
+
+    Example: ftorch status examples/lab.yaml --watch --interval 1
     """
     cfg = _config(config)
+    if watch_:
+        watch.watch(lambda: pair_ops.status(cfg), _view, console, interval, count, as_json)
+        return
     data = pair_ops.status(cfg)
     if as_json:
         print(json.dumps(data.to_json(), indent=2, sort_keys=True))

@@ -3,6 +3,8 @@ failover; the lab's Prometheus server scraping them, its rules firing, and every
 of the Grafana dashboard answered with series."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from dashboard import queries
 from prometheus_client.parser import text_string_to_metric_families
@@ -75,6 +77,13 @@ def test_metrics_prometheus_rules_and_dashboard_during_a_run_and_a_failover(tmp_
                 continue
             assert promql(expr, range_s=300), f"dashboard panel {panel}: no series for {expr}"
         assert promql('ALERTS{alertname=~"FtorchChannelDown|FtorchTwoLiveCopies"}') == []
+
+        # the live view: refreshed in place, or one JSON object a refresh
+        view = ftorch("status", str(cfg_path), "--watch", "--count", "2", "--interval", "0.5")
+        assert "pair mx" in view.stdout and "lag b" in view.stdout
+        lines = ftorch("status", str(cfg_path), "--watch", "--json", "--count", "2",
+                       "--interval", "0.5").stdout.splitlines()
+        assert [json.loads(x)["hosts"]["b"]["role"] for x in lines] == ["backup", "backup"]
 
         lab.kill_host(paths(cfg, "a").pid, domain_name(cfg, "a"))
         wait_until(lambda: side(cfg_path, "b").role == "live-alone", 120, "host B to go live")
