@@ -38,6 +38,9 @@ from ftorch.stats import summary
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench/results"
+sys.path.insert(0, str(ROOT / "tools"))
+import promplot  # noqa: E402  (tools/ is not a package)
+
 IDLE_S = 30.0
 LOAD_S = 30.0
 console = Console()
@@ -150,6 +153,9 @@ def scenario(name: str, mode: str, cfg_path: Path, tmp: Path, progress: Progress
         result["lag_trace"] = [(round(t - t0, 3), round(v, 4)) for t, v in lag_samples]
         b = st.hosts["b"].backup
         result["backup_break_hits"] = b.break_hits if b else None
+        png = OUT / f"{name}-prometheus.png"   # the same run as the lab's Prometheus saw it
+        promplot.plot(cfg.pair, t0, time.time(), png, f"ftorch bench, {name}: idle {IDLE_S:.0f} s "
+                      f"then client load (lab Prometheus)", {"client load": t1})
     progress.update(task, description=f"{name}: stopping")
     pair.down(cfg, timeout=300, force=mode != "protected")
     progress.update(task, description=f"{name}: done", completed=1, total=1)
