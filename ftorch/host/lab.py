@@ -125,6 +125,7 @@ def up() -> None:
         labssh.start_sshd(h.key, h.netns, h.mgmt_address, hide=[o.dir for o in HOSTS if o != h]
                           + [OPERATOR_DIR], path=os.path.dirname(sys.executable))
     labprom.start(MON_NS, MON_ADDRESS, [h.address for h in HOSTS])
+    labprom.start_relay(MON_NS, MON_ADDRESS)
 
 
 def prometheus_url() -> str:
@@ -193,4 +194,5 @@ def status() -> dict[str, object]:
     return {"namespaces": {ns: ns in have for ns in
                            (LAN_NS, CLIENT_NS, OPS_NS, MON_NS, *(h.netns for h in HOSTS))},
             "prometheus": prometheus_url() if labprom.pid() else None,
+            "prometheus_local": labprom.local_url(),
             "root": str(LAB_ROOT)}

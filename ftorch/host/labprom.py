@@ -2,16 +2,22 @@
 LAN, running the repo's own scrape config and rules (ops/prometheus/) against the lab's agents.
 
 Its data and log are in the lab folder; `ftorch lab down` stops it. The web UI and API are at
-http://10.77.0.200:9090 inside the lab (`fetch` reaches them from outside the namespace).
+http://10.77.0.200:9090 inside the lab (`fetch` reaches them from outside the namespace), and
+at http://127.0.0.1:9090 on this machine through a relay whose connections enter the
+monitoring namespace (`relay`), so a browser (or `ssh -L 9090:127.0.0.1:9090`) can open it.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,8 @@ OPS = Path(__file__).resolve().parents[2] / "ops" / "prometheus"
 HOME = LAB_ROOT / "prometheus"
 PROMETHEUS = "/usr/bin/prometheus"
 PORT = 9090
+LOCAL = ("127.0.0.1", 9090)    # the relay's end on this machine
+CLONE_NEWNET = 0x40000000
 FETCH = """
 import sys, urllib.error, urllib.request
 try:
@@ -44,9 +52,9 @@ def fetch(netns: str, url: str, timeout: float = 10) -> str:
     return p.stdout
 
 
-def pid() -> int | None:
+def pid(name: str = "prometheus") -> int | None:
     try:
-        n = int((HOME / "prometheus.pid").read_text())
+        n = int((HOME / f"{name}.pid").read_text())
         os.kill(n, 0)
         return n
     except (OSError, ValueError):
@@ -97,17 +105,83 @@ def start(netns: str, address: str, hosts: list[str]) -> str:
 
 
 def stop() -> None:
-    n = pid()
-    if n is None:
+    for name in ("relay", "prometheus"):
+        n = pid(name)
+        if n is not None:
+            os.kill(n, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while pid(name) is not None:
+                if time.monotonic() > deadline:
+                    os.kill(n, signal.SIGKILL)
+                    break
+                time.sleep(0.05)
+        (HOME / f"{name}.pid").unlink(missing_ok=True)
+
+
+def start_relay(netns: str, address: str) -> str | None:
+    """Serve the UI at LOCAL too; None (and the lab goes on) if that port is taken."""
+    local = f"http://{LOCAL[0]}:{LOCAL[1]}"
+    if pid("relay") is not None:
+        return local
+    try:   # fail here, in one line, rather than in a detached process
+        socket.create_server(LOCAL).close()
+    except OSError as e:
+        log_line = f"{time.strftime('%FT%T')} relay: {LOCAL[0]}:{LOCAL[1]} unavailable: {e}\n"
+        with open(HOME / "prometheus.log", "a") as f:
+            f.write(log_line)
+        return None
+    with open(HOME / "relay.log", "ab") as out:
+        p = subprocess.Popen([sys.executable, "-m", "ftorch.host.labprom", netns, address],
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                             start_new_session=True)
+    (HOME / "relay.pid").write_text(f"{p.pid}\n")
+    return local
+
+
+def local_url() -> str | None:
+    return f"http://{LOCAL[0]}:{LOCAL[1]}" if pid("relay") is not None else None
+
+
+def relay(netns: str, address: str) -> None:
+    """Accept on LOCAL in this namespace; carry each connection to address:PORT in netns."""
+    server = socket.create_server(LOCAL)
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=_carry, args=(conn, netns, address), daemon=True).start()
+
+
+def _carry(conn: socket.socket, netns: str, address: str) -> None:
+    # setns moves only this thread into the namespace: the sockets it opens live there
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(f"/run/netns/{netns}") as ns:
+        entered = libc.setns(ns.fileno(), CLONE_NEWNET) == 0
+    try:
+        up = socket.create_connection((address, PORT), timeout=10) if entered else None
+    except OSError:
+        up = None
+    if up is None:
+        conn.close()
         return
-    os.kill(n, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while pid() is not None:
-        if time.monotonic() > deadline:
-            os.kill(n, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    (HOME / "prometheus.pid").unlink(missing_ok=True)
+    ends = {conn: up, up: conn}
+    try:
+        while True:
+            ready = select.select(list(ends), [], [], 300)[0]
+            if not ready:
+                return          # a browser's idle keep-alive: let it reconnect
+            for s in ready:
+                data = s.recv(65536)
+                if not data:
+                    return
+                ends[s].sendall(data)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+        up.close()
+
+
+if __name__ == "__main__":
+    relay(sys.argv[1], sys.argv[2])
 
 
 def query(netns: str, url: str, promql: str, at: float | None = None,

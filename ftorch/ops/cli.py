@@ -71,7 +71,8 @@ def lab_up() -> None:
         _fail(e)
     console.print("lab is up: hosts ftorch-a (10.77.0.1, ssh 10.77.1.1), ftorch-b (10.77.0.2, "
                   "ssh 10.77.1.2), client ftorch-client (10.77.0.100), Prometheus "
-                  f"{lab_mod.prometheus_url()} in ftorch-mon")
+                  f"{lab_mod.prometheus_url()} in ftorch-mon"
+                  + (f", its UI also at {ui}" if (ui := lab_mod.labprom.local_url()) else ""))
 
 
 @lab_app.command("down")
@@ -90,7 +91,9 @@ def lab_status(as_json: bool = typer.Option(False, "--json", help="Machine-reada
     _emit(lab_mod.status(), as_json,
           lambda d: [*(console.print(f"{ns}: {'present' if ok else 'absent'}")
                        for ns, ok in d["namespaces"].items()),
-                     console.print(f"prometheus: {d['prometheus'] or 'not running'}")])
+                     console.print(f"prometheus: {d['prometheus'] or 'not running'}"
+                                   + (f" (UI also at {d['prometheus_local']})"
+                                      if d["prometheus_local"] else ""))])
 
 
 @app.command()

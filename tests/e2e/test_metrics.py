@@ -4,6 +4,7 @@ of the Grafana dashboard answered with series."""
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import pytest
 from dashboard import queries
@@ -77,6 +78,10 @@ def test_metrics_prometheus_rules_and_dashboard_during_a_run_and_a_failover(tmp_
                 continue
             assert promql(expr, range_s=300), f"dashboard panel {panel}: no series for {expr}"
         assert promql('ALERTS{alertname=~"FtorchChannelDown|FtorchTwoLiveCopies"}') == []
+        # ... and its UI on this machine's loopback, through the relay into the lab
+        with urllib.request.urlopen(f"{labprom.local_url()}/api/v1/query?query=up",
+                                    timeout=10) as r:
+            assert len(json.load(r)["data"]["result"]) == 2
 
         # the live view: refreshed in place, or one JSON object a refresh
         view = ftorch("status", str(cfg_path), "--watch", "--count", "2", "--interval", "0.5")
