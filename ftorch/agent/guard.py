@@ -8,7 +8,8 @@ nothing, goes on alone within the channel timeout and re-protects once this host
 Without the reserve, a backup whose spool write fails drops the connection, the primary
 reconnects at once, and the pair spins with its acks stuck and output held (issue 12).
 A backup whose backlog passes limits.backlog_frames steps down the same way: its index of
-received frames (and the lag stamps beside it) never grows without end.
+received frames (and the lag meter's stamps of the log ahead of its replay) never grows without
+end.
 """
 from __future__ import annotations
 
