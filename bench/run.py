@@ -7,8 +7,8 @@ catch up), IDLE_S of idle, then LOAD_S of a client writing over one TCP connecti
 Then the failover runs (bench/failover.py) and the re-protection runs (bench/protect.py).
 Writes bench/results/{replication,failover,protect}.json, bench/results/latest.md and
 bench/results/lag.png. `--report` rebuilds latest.md from those JSON files; `--only PARTS` (a
-comma-separated list of failover, protect, channel) reruns those parts and rebuilds latest.md
-with the other parts' last results (`--protect` is `--only protect`). bench/channel.py: what TLS
+comma-separated list of replication, failover, protect, channel) reruns those parts and rebuilds
+latest.md with the other parts' last results (`--protect` is `--only protect`). bench/channel.py: what TLS
 costs the logging channel; bench/ab.py: this tree against another, interleaved.
 """
 from __future__ import annotations
@@ -73,7 +73,7 @@ class SerialTicks(threading.Thread):
             time.sleep(0.002)
 
 
-def config(tmp: Path, name: str, **replay: int) -> Path:
+def config(tmp: Path, name: str, **replay: int | bool) -> Path:
     data = yaml.safe_load((ROOT / "examples/lab.yaml").read_text())
     data["pair"] = "bench"
     data["guest"]["image"] = str((ROOT / "vm-images/build/current").resolve())
@@ -167,20 +167,20 @@ def fmt(x: float | None, unit: str = "", scale: float = 1.0, digits: int = 3) ->
 
 
 def markdown(res: dict) -> str:
-    p, r, f, n = res["plain"], res["recorded"], res["pair"], res["pair_noshim"]
+    p, r, f, n = res["plain"], res["recorded"], res["pair"], res["pair_nokick"]
     lines = [f"# Replication benchmark ({res['date']}, {res['machine']})", "",
              f"Workload: idle {IDLE_S:.0f} s, then one client writing over one TCP connection for "
              f"{LOAD_S:.0f} s (`PUT` answered after fsync). Same guest in every row.", "",
              "| scenario | requests/s | ratio to plain | RTT p50 | RTT p99 | log Mbit/s idle | "
              "log Mbit/s load |", "|---|---|---|---|---|---|---|"]
     for name, x in (("plain (no record/replay)", p), ("recorded alone", r), ("protected pair", f),
-                    ("protected pair, no flush shim", n)):
+                    ("protected pair, no inbound kick", n)):
         lm = x.get("log_mbit_s", {})
         lines.append(f"| {name} | {x['request_rate']:.1f} | {x['request_rate'] / p['request_rate']:.2f} "
                      f"| {fmt(x['rtt_s']['p50'], ' ms', 1e3, 1)} | {fmt(x['rtt_s']['p99'], ' ms', 1e3, 1)} "
                      f"| {fmt(lm.get('idle'), '', 1, 3)} | {fmt(lm.get('load'), '', 1, 3)} |")
-    lines += ["", "| measure | flush shim | p50 | p99 | max | samples |", "|---|---|---|---|---|---|"]
-    for label, x in (("on (1 ms)", f), ("off (QEMU's 4 KiB stdio)", n)):
+    lines += ["", "| measure | inbound kick | p50 | p99 | max | samples |", "|---|---|---|---|---|---|"]
+    for label, x in (("on", f), ("off", n)):
         s, ls, lq = x["staleness_s"], x["lag_s_serial"], x["lag_s_status"]
         lines += [
             f"| log staleness: inbound frame given to QEMU until its log event is on the wire | {label} "
@@ -194,9 +194,9 @@ def markdown(res: dict) -> str:
               f"{rtt_f['p50'] / rtt_r['p50']:.2f}x, p99 {rtt_f['p99'] / rtt_r['p99']:.2f}x; "
               f"requests/s {f['request_rate'] / r['request_rate']:.2f}x."]
     g = f.get("gate") or {}
-    lines += ["", f"Output gate (shim on): {g.get('released')} frames released, added delay p50 "
+    lines += ["", f"Output gate (kick on): {g.get('released')} frames released, added delay p50 "
               f"{fmt(g.get('delay_p50'), ' ms', 1e3, 2)}, p99 {fmt(g.get('delay_p99'), ' ms', 1e3, 2)}."]
-    lines += ["", f"Backup break hits (shim on): {f.get('backup_break_hits')}. "
+    lines += ["", f"Backup break hits (kick on): {f.get('backup_break_hits')}. "
               "Lag over time: `lag.png`."]
     return "\n".join(lines) + "\n"
 
@@ -261,45 +261,45 @@ def main() -> int:
         return 0
     if sys.argv[1:] == ["--protect"]:
         sys.argv[1:] = ["--only", "protect"]
+    only = ["replication", *PARTS]
     if sys.argv[1:2] == ["--only"] and len(sys.argv) == 3:  # the rest from the last run
         only = sys.argv[2].split(",")
-        if not set(only) <= set(PARTS):
-            console.print(f"--only takes a comma-separated list of {', '.join(PARTS)}")
+        if not set(only) <= {"replication", *PARTS}:
+            console.print(f"--only takes a comma-separated list of replication, {', '.join(PARTS)}")
             return 2
-        res = json.loads((OUT / "replication.json").read_text())
-        parts = {p: _last(p) for p in PARTS}
-        with tempfile.TemporaryDirectory() as d, Progress(console=console) as progress:
-            cfg = config(Path(d), "bench")
-            try:
-                for part in only:
-                    parts[part] = _run_part(part, cfg, Path(d), progress)
-            finally:
-                if set(only) - {"channel"}:
-                    pair.down(load(cfg), timeout=10, force=True)
-                    lab.down()
-        console.print(report(res, parts, res.get("channel_timeout_s", 5.0)))
-        return 0
     OUT.mkdir(parents=True, exist_ok=True)
+    last = OUT / "replication.json"
+    res = json.loads(last.read_text()) if "replication" not in only and last.exists() else {}
+    parts = {p: _last(p) for p in PARTS}
+    with tempfile.TemporaryDirectory() as d, Progress(console=console) as progress:
+        cfg = config(Path(d), "bench")
+        timeout_s = load(cfg).channel.timeout_s
+        try:
+            if "replication" in only:
+                res = replication(Path(d), cfg, progress)
+            for part in PARTS:
+                if part in only:
+                    parts[part] = _run_part(part, cfg, Path(d), progress)
+        finally:
+            if set(only) - {"channel"}:
+                pair.down(load(cfg), timeout=10, force=True)
+                lab.down()
+    console.print(report(res, parts, timeout_s))
+    return 0
+
+
+def replication(tmp: Path, cfg: Path, progress: Progress) -> dict:
+    """Every replication scenario, each against plain QEMU in the same run."""
     res: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                  "machine": f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} "
                             "cores, TCG"}
-    with tempfile.TemporaryDirectory() as d, Progress(console=console) as progress:
-        tmp = Path(d)
-        cfg = config(tmp, "bench")
-        timeout_s = load(cfg).channel.timeout_s
-        runs = (("plain", "plain", cfg), ("recorded", "unprotected", cfg), ("pair", "protected", cfg),
-                ("pair_noshim", "protected", config(tmp, "noshim", flush_us=0)))
-        try:
-            for name, mode, path in runs:
-                res[name] = scenario(name, mode, path, tmp, progress)
-            parts = {part: _run_part(part, cfg, tmp, progress) for part in PARTS}
-        finally:
-            pair.down(load(cfg), timeout=10, force=True)
-            lab.down()
+    runs = (("plain", "plain", cfg), ("recorded", "unprotected", cfg), ("pair", "protected", cfg),
+            ("pair_nokick", "protected", config(tmp, "nokick", inbound_kick=False)))
+    for name, mode, path in runs:
+        res[name] = scenario(name, mode, path, tmp, progress)
     for name, _, _ in runs:
         res[name]["ratio_to_plain"] = res[name]["request_rate"] / res["plain"]["request_rate"]
-    console.print(report(res, parts, timeout_s))
-    return 0
+    return res
 
 
 if __name__ == "__main__":

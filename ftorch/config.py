@@ -64,6 +64,9 @@ class ReplayConfig:
     margin_instructions: int = 10000
     break_interval_ms: float = 10.0
     flush_us: int = 1000
+    # Wake the recorder's vCPU when inbound frames or disk completions are queued (the shim's
+    # kick, docs/qemu-notes.md): without it they wait up to ~1 s while the guest idles.
+    inbound_kick: bool = True
 
 
 @dataclass(frozen=True)

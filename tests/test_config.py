@@ -91,3 +91,12 @@ def test_qemu_version_is_read_from_the_hosts_emulator(tmp_path):
     with pytest.raises(VersionError, match="host b: cannot run QEMU /nonexistent"):
         check_emulator("/nonexistent", "b")
     assert check_emulator("/usr/bin/qemu-system-x86_64", "a").startswith("10.0.")
+
+
+def test_the_inbound_kick_needs_qemus_exported_symbols(tmp_path):
+    from ftorch.host.virt import KICK_SYMBOLS, _missing_symbols
+    assert _missing_symbols("/usr/bin/qemu-system-x86_64", KICK_SYMBOLS) == []
+    assert _missing_symbols("/bin/true", KICK_SYMBOLS) == list(KICK_SYMBOLS)
+    script = tmp_path / "qemu-wrapper"   # a wrapper: the shim checks the real binary at load
+    script.write_text("#!/bin/sh\nexec /usr/bin/qemu-system-x86_64 \"$@\"\n")
+    assert _missing_symbols(str(script), KICK_SYMBOLS) == []

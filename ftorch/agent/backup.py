@@ -86,7 +86,8 @@ class Backup:
         log.info("replaying %s from the stream", spec.name)
 
     def _qemu(self) -> str:
-        return check_emulator(self.cfg.host(self.key).emulator, self.key)
+        return check_emulator(self.cfg.host(self.key).emulator, self.key,
+                              self.cfg.replay.inbound_kick)
 
     def verify_clone(self) -> dict[str, Any]:
         """The clone's image is in place: check it holds the snapshot this stream starts at, and

@@ -56,7 +56,8 @@ class Primary:
             self.net.gated.ack(offset)
 
     def start(self, paused: bool = False) -> None:
-        version = check_emulator(self.cfg.host(self.key).emulator, self.key)
+        version = check_emulator(self.cfg.host(self.key).emulator, self.key,
+                                 self.cfg.replay.inbound_kick)
         if self.mode == "plain":
             spec = guest_spec(self.cfg, self.key, Mode.PLAIN)
         else:

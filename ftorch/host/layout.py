@@ -50,7 +50,8 @@ def guest_spec(cfg: PairConfig, key: str, mode: Mode, shim: str | None = None,
     p = paths(cfg, key)
     ip = ipaddress.ip_interface(cfg.guest.ip)
     env = {"FTORCH_RR_LOG": str(p.rr_log), "FTORCH_FLUSH_US": str(cfg.replay.flush_us),
-           "FTORCH_NET_SOCK": str(p.net_sock)}
+           "FTORCH_NET_SOCK": str(p.net_sock),
+           "FTORCH_KICK": "1" if cfg.replay.inbound_kick else "0"}
     return GuestSpec(
         name=domain_name(cfg, key), kernel=str(p.kernel), initrd=str(p.initrd),
         cmdline=f"console=ttyS0 quiet {cfg.guest.cmdline_extra} ftorch.ip={ip.with_prefixlen}",

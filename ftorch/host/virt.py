@@ -47,16 +47,47 @@ def parse_qemu_version(text: str) -> dict[str, Any]:
     return {"qemu": {"major": major, "minor": minor, "micro": micro}}
 
 
-def check_emulator(path: str, host: str) -> str:
-    """Raise VersionError unless the QEMU binary at path is a supported version; return it."""
+# What the shim's inbound kick looks up in QEMU at run time (gate/shim/flushshim.c)
+KICK_SYMBOLS = ("replay_mode", "replay_has_events", "bql_locked", "async_run_on_cpu",
+                "cpus_queue")
+
+
+def check_emulator(path: str, host: str, kick: bool = True) -> str:
+    """Raise VersionError unless the QEMU binary at path is a supported version and, with the
+    inbound kick on, exports the symbols it needs; return the version."""
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
         raise VersionError(f"host {host}: cannot run QEMU {path}: {e}") from None
     try:
-        return check_qemu_version(parse_qemu_version(out))
+        version = check_qemu_version(parse_qemu_version(out))
     except VersionError as e:
         raise VersionError(f"host {host}: {path}: {e}") from None
+    missing = _missing_symbols(path, KICK_SYMBOLS) if kick else []
+    if missing:
+        raise VersionError(f"host {host}: {path} does not export {', '.join(missing)}, which the "
+                           "inbound kick needs (Debian's QEMU 10.0 build exports them); use that "
+                           "build, or set replay.inbound_kick: false and accept inbound frames "
+                           "waiting up to ~1 s")
+    return version
+
+
+def _missing_symbols(path: str, names: tuple[str, ...]) -> list[str]:
+    """The names the ELF binary at path does not export; none for a wrapper script (the shim
+    itself refuses to start a recorder that lacks them)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                return []
+    except OSError as e:
+        raise VersionError(f"cannot read {path}: {e}") from None
+    try:
+        out = subprocess.run(["nm", "-D", "--defined-only", path], capture_output=True,
+                             text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise VersionError(f"cannot list the symbols of {path} (nm, from binutils): {e}") from None
+    have = {line.split()[-1] for line in out.stdout.splitlines() if line.strip()}
+    return [n for n in names if n not in have]
 
 
 @dataclass

@@ -58,7 +58,7 @@ def up(cfg: PairConfig, wait: bool, timeout: float, mode: str = "protected") -> 
     hosts = Hosts(cfg)
     keys = ("b", "a") if mode == "protected" else ("a",)  # the backup listens first
     for key in keys:
-        hosts(key).check_emulator(cfg.host(key).emulator)
+        hosts(key).check_emulator(cfg.host(key).emulator, cfg.replay.inbound_kick)
     for key in ("a", "b"):
         found = hosts(key).probe(pair_dir(cfg, key), domain_name(cfg, key))
         if found.agent or found.domain:

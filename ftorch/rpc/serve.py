@@ -126,11 +126,11 @@ def _destroy_domain(name: str) -> dict[str, Any]:
     return {"destroyed": Host().destroy(name)}
 
 
-def _check_emulator(path: str, host: str) -> dict[str, Any]:
+def _check_emulator(path: str, host: str, kick: bool = True) -> dict[str, Any]:
     from ftorch.errors import VersionError
     from ftorch.host.virt import check_emulator
     try:
-        return {"version": check_emulator(path, host)}
+        return {"version": check_emulator(path, host, kick)}
     except VersionError as e:
         raise Refused(str(e), "version", e.exit_code) from None
 

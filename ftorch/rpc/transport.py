@@ -162,9 +162,10 @@ class HostTransport(ABC):
         text = self.read_bytes(remote, -limit, limit).decode(errors="replace")
         return text.splitlines()[-lines:] if lines > 0 else []
 
-    def check_emulator(self, path: str) -> str:
+    def check_emulator(self, path: str, kick: bool = True) -> str:
         try:
-            return str(self.request("check-emulator", path=path, host=self.key)["version"])
+            return str(self.request("check-emulator", path=path, host=self.key,
+                                    kick=kick)["version"])
         except RemoteError as e:
             if e.exit_code == VersionError.exit_code:
                 raise VersionError(str(e)) from None
