@@ -106,7 +106,7 @@ def scenario(name: str, mode: str, cfg_path: Path, tmp: Path, progress: Progress
     result: dict = {"mode": mode}
     if mode == "protected":
         progress.update(task, description=f"{name}: backup catching up")
-        pair.wait_caught_up(cfg, timeout=300)
+        pair.wait_caught_up(cfg, timeout=300, max_lag_s=0.5)   # steady state, not catch-up
     ticks = {k: SerialTicks(paths(cfg, k).serial) for k in ("a", "b")}
     for t in ticks.values():
         t.start()
