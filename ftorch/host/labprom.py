@@ -1,7 +1,8 @@
 """The lab's Prometheus: a real server (Debian's `prometheus`) in a monitoring namespace on the
 LAN, running the repo's own scrape config and rules (ops/prometheus/) against the lab's agents.
 
-Its data and log are in the lab folder; `ftorch lab down` stops it. The web UI and API are at
+Its data (from `lab up` on: a new lab has no history) and log are in the lab folder; `ftorch
+lab down` stops it. The web UI and API are at
 http://10.77.0.200:9090 inside the lab (`fetch` reaches them from outside the namespace), and
 at http://127.0.0.1:9090 on this machine through a relay whose connections enter the
 monitoring namespace (`relay`), so a browser (or `ssh -L 9090:127.0.0.1:9090`) can open it.
@@ -82,11 +83,14 @@ def start(netns: str, address: str, hosts: list[str]) -> str:
     if not os.path.exists(PROMETHEUS):
         raise LabError(f"{PROMETHEUS} missing: install Debian's prometheus (`make setup`)")
     conf = _install_config([f"{h}:{MetricsConfig().port}" for h in hosts])
-    (HOME / "data").mkdir(parents=True, exist_ok=True)
+    # a new lab starts with no history: an earlier lab's pairs (same names, same addresses)
+    # would otherwise show in its queries, alerts and plots
+    shutil.rmtree(HOME / "data", ignore_errors=True)
+    (HOME / "data").mkdir(parents=True)
     with open(HOME / "prometheus.log", "ab") as out:
         p = subprocess.Popen(
             ["ip", "netns", "exec", netns, PROMETHEUS, f"--config.file={conf}",
-             f"--storage.tsdb.path={HOME / 'data'}", "--storage.tsdb.retention.time=2d",
+             f"--storage.tsdb.path={HOME / 'data'}",
              f"--web.listen-address={address}:{PORT}", "--web.console.templates=",
              "--web.console.libraries="],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)

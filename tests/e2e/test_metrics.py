@@ -4,6 +4,7 @@ of the Grafana dashboard answered with series."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import pytest
@@ -46,6 +47,10 @@ def hosts_with(expr: str, range_s: float) -> set[str]:
 def test_metrics_prometheus_rules_and_dashboard_during_a_run_and_a_failover(tmp_path):
     cfg_path = write_config(tmp_path, "mx", failover={"reprotect": False})
     with unprotected_pair(cfg_path) as cfg:
+        started = time.time()
+
+        def since_start() -> float:   # range queries see this run only
+            return time.time() - started
         port = cfg.metrics.port
         a_addr, b_addr = cfg.host("a").address, cfg.host("b").address
         ftorch("protect", str(cfg_path), timeout=600)      # a clone: its pause is a metric
@@ -74,9 +79,10 @@ def test_metrics_prometheus_rules_and_dashboard_during_a_run_and_a_failover(tmp_
                    == {"a", "b"}, 60, "Prometheus to hold both sides' lag")
         for panel, expr in queries(pair="mx").items():
             if panel.startswith("annotation"):
-                assert promql(expr, range_s=300) == [], panel   # no failover yet
+                assert promql(expr, range_s=since_start()) == [], panel   # no failover yet
                 continue
-            assert promql(expr, range_s=300), f"dashboard panel {panel}: no series for {expr}"
+            assert promql(expr, range_s=since_start()), f"dashboard panel {panel}: no series " \
+                                                        f"for {expr}"
         assert promql('ALERTS{alertname=~"FtorchChannelDown|FtorchTwoLiveCopies"}') == []
         # ... and its UI on this machine's loopback, through the relay into the lab
         with urllib.request.urlopen(f"{labprom.local_url()}/api/v1/query?query=up",
@@ -100,7 +106,8 @@ def test_metrics_prometheus_rules_and_dashboard_during_a_run_and_a_failover(tmp_
         # the rules see it too: the failover alert fires for host B, the dashboard marks it
         wait_until(lambda: promql('ALERTS{alertname="FtorchFailover", alertstate="firing", '
                                   'pair="mx", host="b"}'), 60, "the FtorchFailover alert")
-        wait_until(lambda: promql(queries(pair="mx")["annotation Failovers"], range_s=120),
+        wait_until(lambda: promql(queries(pair="mx")["annotation Failovers"],
+                                  range_s=since_start()),
                    60, "the failover annotation's query to find the generation change")
         assert promql('ALERTS{alertname="FtorchTwoLiveCopies"}') == []
 
