@@ -17,6 +17,9 @@ from ftorch.host.proc import run
 
 LAB_ROOT = Path("/var/lib/ftorch/lab")     # the lab's "disks": a folder per host, shared, keys
 OPERATOR_DIR = LAB_ROOT / "operator"
+# The checkout that started the lab: its hosts' SSH sessions, and so their agents, import this
+# tree's ftorch (a venv shared by git worktrees would otherwise give every tree the same code)
+TREE = Path(__file__).resolve().parents[2]
 SSHD = "/usr/sbin/sshd"
 
 
@@ -71,7 +74,7 @@ KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
 Subsystem sftp internal-sftp
-SetEnv PATH={path}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+SetEnv PATH={path}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH={TREE}
 """)
     return cfg
 
