@@ -65,8 +65,10 @@ class ReplayConfig:
     break_interval_ms: float = 10.0
     flush_us: int = 1000
     # Wake the recorder's vCPU when inbound frames or disk completions are queued (the shim's
-    # kick, docs/qemu-notes.md): without it they wait up to ~1 s while the guest idles.
-    inbound_kick: bool = True
+    # kick, docs/qemu-notes.md): without it they wait up to ~1 s while the guest idles. Off by
+    # default until the lag is bounded (issue 16): with it a busy guest runs faster than its
+    # backup replays on a 2-core host, and a clone under sustained load never catches up.
+    inbound_kick: bool = False
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ def pair(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pair")
     # these tests cut the channel on purpose to test its resume; no failover races here; 1 MiB
     # of log kept: both sides punch out what the backup holds, and the replay must not mind
-    cfg_path = write_config(tmp, PAIR, failover={"enabled": False}, limits={"log_keep_mib": 1})
+    # the inbound kick on (off by default): the clean stop's identical replay checks it
+    cfg_path = write_config(tmp, PAIR, failover={"enabled": False}, limits={"log_keep_mib": 1},
+                            replay={"inbound_kick": True})
     with running_pair(cfg_path) as cfg:
         yield cfg_path, cfg, tmp
 
