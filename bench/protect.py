@@ -12,8 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-from failover import released
+from failover import released, with_reprotect
 from rich.progress import Progress
 
 from ftorch.config import load
@@ -26,14 +25,6 @@ from ftorch.stats import summary
 ROOT = Path(__file__).resolve().parents[1]
 CLONES = 10
 REPROTECTS = 3
-
-
-def _config(tmp: Path, base: Path, reprotect: bool) -> Path:
-    data = yaml.safe_load(base.read_text())
-    data["failover"].update({"reprotect": reprotect, "reprotect_interval_s": 1})
-    p = tmp / f"protect-{reprotect}.yaml"
-    p.write_text(yaml.safe_dump(data))
-    return p
 
 
 def _client(tmp: Path, name: str, duration: float) -> subprocess.Popen:
@@ -114,9 +105,9 @@ def reprotection(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
 
 
 def run(base_cfg: Path, tmp: Path, progress: Progress) -> dict:
-    res = clones(_config(tmp, base_cfg, False), tmp, progress)
+    res = clones(with_reprotect(tmp, base_cfg, False), tmp, progress)
     if res["first_try"]:   # automatic re-protection needs clones that replay
-        res.update(reprotection(_config(tmp, base_cfg, True), tmp, progress))
+        res.update(reprotection(with_reprotect(tmp, base_cfg, True), tmp, progress))
     else:
         res["failover_to_protected_s"] = summary([])
     return res

@@ -7,7 +7,7 @@ catch up), IDLE_S of idle, then LOAD_S of a client writing over one TCP connecti
 Then the failover runs (bench/failover.py) and the re-protection runs (bench/protect.py).
 Writes bench/results/{replication,failover,protect}.json, bench/results/latest.md and
 bench/results/lag.png. `--report` rebuilds latest.md from those JSON files; `--only PARTS` (a
-comma-separated list of replication, failover, protect, channel) reruns those parts and rebuilds
+comma-separated list of replication, failover, protect, detection, channel) reruns those parts and rebuilds
 latest.md with the other parts' last results (`--protect` is `--only protect`). bench/channel.py: what TLS
 costs the logging channel; bench/ab.py: this tree against another, interleaved.
 """
@@ -24,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import channel
+import detection
 import failover
 import protect
 import yaml
@@ -218,7 +219,7 @@ def plot(res: dict) -> None:
     fig.savefig(OUT / "lag.png", dpi=100)
 
 
-PARTS = ("failover", "protect", "channel")   # each reruns alone with --only
+PARTS = ("failover", "protect", "detection", "channel")   # each reruns alone with --only
 
 
 def _run_part(part: str, cfg: Path, tmp: Path, progress: Progress) -> dict:
@@ -227,6 +228,9 @@ def _run_part(part: str, cfg: Path, tmp: Path, progress: Progress) -> dict:
         return {**failover.run(cfg, tmp, progress), "date": now}
     if part == "protect":
         return {**protect.run(cfg, tmp, progress), "date": now}
+    if part == "detection":   # the heaviest load: the kick's faster guest makes the most log
+        return {**detection.run(config(tmp, "detect", inbound_kick=True), tmp, progress),
+                "date": now}
     return {**channel.run(), "date": now}
 
 
@@ -249,6 +253,8 @@ def report(res: dict, parts: dict[str, dict | None], timeout_s: float) -> str:
         text += "\n" + failover.markdown(parts["failover"], timeout_s)
     if parts.get("protect"):
         text += "\n" + protect.markdown(parts["protect"])
+    if parts.get("detection"):
+        text += "\n" + detection.markdown(parts["detection"])
     (OUT / "latest.md").write_text(text)
     plot(res)
     return text

@@ -54,8 +54,12 @@ class GuestConfig:
 @dataclass(frozen=True)
 class ChannelConfig:
     port: int = 7400
-    heartbeat_s: float = 0.5
-    timeout_s: float = 5.0
+    # Each side sends a frame at least every heartbeat_s; a peer silent for timeout_s is taken
+    # for dead (the arbiter race). Detection costs timeout_s of the client's stall at a failover;
+    # a false one costs a failover (never two live copies). bench/results/latest.md gives the
+    # longest silence seen under the bench's heaviest load, against this timeout.
+    heartbeat_s: float = 0.05
+    timeout_s: float = 0.5
     frame_max_bytes: int = 65536
 
 

@@ -53,6 +53,8 @@ class ChannelStatus:
     refused_peers: int = 0           # connections without the pair's credential (trust.py)
     last_refused: str = ""
     last_heard_at: float | None = None   # wall clock of the peer's last frame
+    longest_silence_s: float = 0.0   # the peer's longest silence so far (timeout: failover)
+    close_calls: int = 0             # silences past half the timeout that ended in time
     # the backup's receiver
     received_bytes: int = 0
     corrupt_frames: int = 0

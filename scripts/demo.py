@@ -72,7 +72,7 @@ def main() -> int:
     lab.kill_host(paths(cfg, "a").pid, domain_name(cfg, "a"))
     marks["host A killed"] = time.time()
     console.print("SIGKILL to host A's agent and QEMU. Host B notices the silence "
-                  f"({cfg.channel.timeout_s:.0f} s), wins the pair, replays what it received and "
+                  f"({cfg.channel.timeout_s:g} s), wins the pair, replays what it received and "
                   "goes live with the guest's memory, disk and connections:")
     def frames_out(side: SideStatus) -> int:
         return side.primary.net.frames_out if side.primary else 0

@@ -164,15 +164,29 @@ def test_an_ack_beyond_what_was_sent_drops_the_connection_and_releases_nothing(t
 
 
 def test_silence_counts_from_the_connection_not_from_the_epoch(tmp_path, pair_dir):
-    """The failover watch takes `connects > 0 and now - last_heard > timeout` for a dead peer;
-    right after a connect, before the peer's HELLO, that must not hold (a primary once went on
-    alone 2 ms after it started)."""
+    """The failover watch takes `connects > 0 and silent` for a dead peer; right after a
+    connect, before the peer's HELLO, that must not hold (a primary once went on alone 2 ms
+    after it started)."""
     with sender_to_listener(tmp_path, pair_dir, b"", timeout_s=30.0) as (srv, sender):
         conn, _ = srv.accept()   # accepts, never says HELLO
         wait(lambda: sender.stats.connects == 1)
-        assert time.monotonic() - sender.stats.last_heard < 10
+        assert not sender.stats.live.silent() and sender.stats.live.silent_for() < 10
         conn.close()
 
+
+def test_a_frozen_backup_that_still_accepts_connections_stays_silent(tmp_path, pair_dir):
+    """A frozen host's kernel completes TCP connects; reconnecting to it must not make it look
+    alive again, or the failover watch would never see the silence last a whole timeout."""
+    with sender_to_listener(tmp_path, pair_dir, b"", timeout_s=0.3) as (srv, sender):
+        conns = []
+        threading.Thread(target=lambda: [conns.append(srv.accept()[0]) for _ in range(3)],
+                         daemon=True).start()
+        wait(lambda: sender.stats.connects >= 3)
+        first = sender.stats.live.last_heard
+        assert sender.stats.live.silent() and sender.stats.live.silent_for() > 2 * 0.3
+        assert sender.stats.live.last_heard == first   # reconnects proved nothing
+        for c in conns:
+            c.close()
 
 
 def test_space_of_what_the_backup_holds_goes_back_on_both_sides(channel):

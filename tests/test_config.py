@@ -45,7 +45,7 @@ def test_ssh_defaults_to_the_lan_address():
     (lambda d: d["hosts"]["a"].update(address="host-a"), r"hosts\.a\.address: 'host-a' is not"),
     (lambda d: d["hosts"]["a"].update(dir="relative"), r"hosts\.a\.dir: must be an absolute"),
     (lambda d: d["channel"].update(port=70000), r"channel\.port: 70000 is not a TCP port"),
-    (lambda d: d["channel"].update(timeout_s=0.5), r"channel\.timeout_s: .* at least 3 heartbeats"),
+    (lambda d: d["channel"].update(timeout_s=0.1), r"channel\.timeout_s: .* at least 3 heartbeats"),
     (lambda d: d["channel"].update(colour="red"), r"channel\.colour: unknown field"),
     (lambda d: d.update(pair="Demo Pair"), r"^pair: 'Demo Pair' must be lowercase"),
     (lambda d: d.update(extra=1), r"^extra: unknown top-level field"),

@@ -48,7 +48,7 @@ class Backup:
         self.receiver = Receiver((me.address, cfg.channel.port), cfg.pair, self.feeder,
                                  cfg.channel.timeout_s, self._icount, self._on_data,
                                  trust.context(self.paths.root, server=True),
-                                 cfg.host(cfg.peer(key)).address)
+                                 cfg.host(cfg.peer(key)).address, cfg.channel.heartbeat_s)
         self._started = threading.Event()
         self._starter = threading.Thread(target=self._start_when_fed, name="starter", daemon=True)
 
@@ -112,7 +112,7 @@ class Backup:
         self._started.wait(timeout)
         c = self.controller
         while c is not None and not c.finished and c.error is None and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.01)   # a go-live waits on this: the client's stall
         return {"finished": bool(c and c.finished), "icount": c.icount if c else 0,
                 "error": c.error if c else None}
 
@@ -149,7 +149,9 @@ class Backup:
                                   corrupt_frames=r.corrupt_frames, last_error=r.last_error,
                                   partial_dropped=r.partial_dropped,
                                   refused_peers=r.refused_peers, last_refused=r.last_refused,
-                                  last_heard_at=wall_clock(r.last_heard)),
+                                  last_heard_at=wall_clock(r.live.last_heard),
+                                  longest_silence_s=r.live.longest_gap_s,
+                                  close_calls=r.live.close_calls),
             primary_icount=r.primary_icount, lag_instructions=max(0, r.primary_icount - icount),
             lag_seconds=self.lag.seconds(), break_hits=c.break_hits if c else 0,
             start_icount=self.feeder.start.icount, start_error=self.start_error,

@@ -45,6 +45,8 @@ def restart_from(old: Primary, tag: str, icount: int, steps: dict[str, float]) -
     assert old.guest is not None
     t0 = time.monotonic()
     old.guest.kill_now()   # the snapshot is on disk; a clean exit only costs time
+    # the tap stays open: inbound frames wait in it for the new recorder instead of being lost
+    lan = old.net.stop(keep_port=True)
     old.close()
     name = domain_name(old.cfg, old.key)
     if not old.host.wait_gone(name, timeout=30):
@@ -58,13 +60,14 @@ def restart_from(old: Primary, tag: str, icount: int, steps: dict[str, float]) -
     steps["kill"] = t1 - t0
     for attempt in (1, 2):
         new = Primary(old.cfg, old.key, old.host, mode="unprotected", loadvm=tag,
-                      base_icount=icount)
+                      base_icount=icount, lan=lan)
         new.net.inbound_open.clear()   # a frame queued in QEMU would make it refuse savevm
         try:
             new.start(paused=True)
             steps["start"] = time.monotonic() - t1
             return new
         except FtorchError as e:
+            lan = new.net.stop(keep_port=True)
             new.close()
             log.error("clone: restarting the recorder from %s failed (attempt %d): %s",
                       tag, attempt, e)

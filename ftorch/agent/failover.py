@@ -57,12 +57,11 @@ class FailoverWatch(Worker):
         super().__init__()
 
     def _silent(self) -> bool:
-        limit = self.cfg.channel.timeout_s
         if isinstance(self.subject, Primary):
             s = self.subject.sender.stats
-            return s.connects > 0 and not s.finished and time.monotonic() - s.last_heard > limit
+            return s.connects > 0 and not s.finished and s.live.silent()
         r = self.subject.receiver.stats
-        return r.connects > 0 and not r.ended and time.monotonic() - r.last_heard > limit
+        return r.connects > 0 and not r.ended and r.live.silent()
 
     def _run(self) -> None:
         try:
@@ -78,7 +77,8 @@ class FailoverWatch(Worker):
                     and not self._stop.is_set():   # an operator stop comes first
                 self.times["detected_at"] = time.time()
                 self._apply(Event.CHANNEL_SILENT)
-            self._stop.wait(0.1)
+            # a few looks a heartbeat: detection is the timeout plus at most half a beat
+            self._stop.wait(self.cfg.channel.heartbeat_s / 2)
 
     def _drain(self) -> None:
         """Apply the events the control socket submitted, in order, on this thread."""
@@ -123,6 +123,9 @@ class FailoverWatch(Worker):
     def _resume_guest(self) -> None:
         assert isinstance(self.subject, Primary)
         self.subject.resume_guest()
+        # the backup may have turned the LAN's traffic towards its host before its go-live
+        # failed (golive.py announces at once): turn it back here
+        self.subject.announce()
 
     def _withdraw(self) -> None:
         self.subject.withdraw(self.reason)   # the table sends only a backup here

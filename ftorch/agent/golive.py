@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ftorch.agent.backup import Backup
 from ftorch.agent.primary import Primary
 from ftorch.errors import VirtError
+from ftorch.gate.netbridge import LanPort
 from ftorch.host.imagecopy import check_image
 from ftorch.host.layout import domain_name
 from ftorch.rr.snapshot import repair
@@ -32,8 +33,20 @@ class GoLiveTimes:
 
 def go_live(backup: Backup, timeout_s: float = 300.0) -> tuple[Primary, GoLiveTimes]:
     """Run the go-live sequence; return the new live role and how long each part took."""
-    t = GoLiveTimes()
     t0 = time.monotonic()
+    # This side owns the pair now: turn the LAN's traffic for the guest here at once, so the
+    # clients' retransmissions wait in this host's tap for the new recorder, not at the old host.
+    lan = LanPort.open(backup.cfg.host(backup.key).tap)
+    try:
+        lan.announce(backup.cfg.guest.mac)
+        return _go_live(backup, timeout_s, lan, t0)
+    except BaseException:
+        lan.close()
+        raise
+
+
+def _go_live(backup: Backup, timeout_s: float, lan: LanPort, t0: float) -> tuple[Primary, GoLiveTimes]:
+    t = GoLiveTimes()
     backup.receiver.stop()  # nothing more from the old primary: it lost the arbiter
     t.final_icount = backup.feeder.inject_end()
     done = backup.wait_finished(timeout_s)
@@ -61,12 +74,14 @@ def go_live(backup: Backup, timeout_s: float = 300.0) -> tuple[Primary, GoLiveTi
     t2 = time.monotonic()
     t.save_s = t2 - t1
     live = Primary(backup.cfg, backup.key, backup.host, mode="unprotected", loadvm=SNAPSHOT,
-                   base_icount=t.final_icount)
+                   base_icount=t.final_icount, lan=lan)
+    live.net.inbound_open.clear()   # the frames waiting in the tap go in once the guest runs
     live.start(paused=True)
     assert live.guest is not None
     live.drop_snapshots()   # loaded, so not needed; only safe before the guest runs
     live.resume_guest()
-    live.guest.qmp("announce-self", initial=50, max=550, rounds=5, step=50)
+    live.net.inbound_open.set()
+    live.announce()
     t.start_s = time.monotonic() - t2
     log.info("live on host %s at icount %d: replay %.2f s, save %.2f s, start %.2f s",
              backup.key, t.final_icount, t.replay_s, t.save_s, t.start_s)

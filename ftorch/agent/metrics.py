@@ -76,6 +76,13 @@ def _channel(st: SideStatus, lb: list[str]) -> Iterator[Metric]:
                  None if ch is None else 1.0 if ch.state == "streaming" else 0.0)
     yield _gauge("ftorch_channel_last_heard_seconds", "When the peer was last heard on the "
                  "channel (Unix time).", lb, ch.last_heard_at if ch else None)
+    yield _gauge("ftorch_channel_longest_silence_seconds", "The peer's longest silence on the "
+                 "channel so far (a failover at the channel timeout).", lb,
+                 ch.longest_silence_s if ch else None)
+    close = CounterMetricFamily("ftorch_channel_close_calls", "Silences of the peer past half "
+                                "the channel timeout that ended before it.", labels=list(LABELS))
+    close.add_metric(lb, ch.close_calls if ch else 0)
+    yield close
     refused = CounterMetricFamily("ftorch_channel_refused_connections", "Connections refused "
                                   "for want of the pair's credential.", labels=list(LABELS))
     refused.add_metric(lb, ch.refused_peers if ch else 0)

@@ -10,7 +10,7 @@ from ftorch.channel.logtail import LogTail
 from ftorch.channel.sender import Sender
 from ftorch.config import PairConfig
 from ftorch.errors import FtorchError
-from ftorch.gate.netbridge import NetBridge
+from ftorch.gate.netbridge import LanPort, NetBridge
 from ftorch.gate.shim import build as build_shim
 from ftorch.host.layout import domain_name, guest_spec, paths
 from ftorch.host.virt import Guest, Host, check_emulator
@@ -23,10 +23,11 @@ log = logging.getLogger("ftorch.primary")
 
 class Primary:
     def __init__(self, cfg: PairConfig, key: str, host: Host, mode: str = "protected",
-                 loadvm: str | None = None, base_icount: int = 0) -> None:
+                 loadvm: str | None = None, base_icount: int = 0, lan: LanPort | None = None) -> None:
         """mode: protected (record + stream to the backup), unprotected (record only),
         plain (no record/replay: the benchmarks' baseline). loadvm: start from this snapshot
-        (a go-live) instead of booting; base_icount: the snapshot's instruction count."""
+        (a go-live) instead of booting; base_icount: the snapshot's instruction count.
+        lan: this host's tap, already open (inbound frames waiting in it are delivered)."""
         self.cfg, self.key, self.host = cfg, key, host
         self.mode = mode
         self.loadvm = loadvm
@@ -37,7 +38,7 @@ class Primary:
                             keep=cfg.limits.log_keep_mib << 20)
         self.net = NetBridge(str(self.paths.net_sock), cfg.host(key).tap,
                              self._log_size if mode != "plain" else None, gated=mode == "protected",
-                             max_held=cfg.limits.gate_frames)
+                             max_held=cfg.limits.gate_frames, port=lan)
         self.sender = self._new_sender()
 
     def _new_sender(self) -> Sender:
@@ -126,6 +127,11 @@ class Primary:
         if self.guest is not None:
             self.guest.qmp("cont")
 
+    def announce(self) -> None:
+        """Tell the LAN the guest's MAC is behind this host (QEMU's RARP rounds)."""
+        if self.guest is not None:
+            self.guest.qmp("announce-self", initial=50, max=550, rounds=5, step=50)
+
     def pause_for_disk(self) -> str:
         """The pair folder is nearly full: pause the guest before the log or the disk image
         fails a write (its output waits; its log stays whole)."""
@@ -177,7 +183,9 @@ class Primary:
                                   connects=s.connects, finished=s.finished,
                                   refused_acks=s.refused_acks, refused_peers=s.refused_peers,
                                   last_refused=s.last_refused,
-                                  last_heard_at=wall_clock(s.last_heard)),
+                                  last_heard_at=wall_clock(s.live.last_heard),
+                                  longest_silence_s=s.live.longest_gap_s,
+                                  close_calls=s.live.close_calls),
             backup_icount=s.backup_icount, lag_instructions=max(0, icount - s.backup_icount),
             lag_seconds=self.sender.lag.seconds() if self.mode == "protected" else None,
             disk_paused=self.disk_paused,

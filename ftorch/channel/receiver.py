@@ -12,22 +12,23 @@ from __future__ import annotations
 
 import logging
 import queue
+import select
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ftorch.channel.feeder import Feeder
 from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode, now_us
+from ftorch.channel.liveness import Liveness, held_up
 from ftorch.channel.trust import HANDSHAKE_S
 from ftorch.errors import ChannelError, FrameError
 from ftorch.worker import Worker
 
 log = logging.getLogger("ftorch.receiver")
 MAX_PENDING = 8      # connections authenticating at once; more are closed unheard
-BEAT_S = 0.2         # the backup speaks at least this often, acks or not
 
 
 @dataclass
@@ -38,7 +39,7 @@ class ReceiverStats:
     connects: int = 0
     primary_offset: int = 0        # what the primary has recorded (from its heartbeats/frames)
     primary_icount: int = 0
-    last_heard: float = 0.0
+    live: Liveness = field(default_factory=Liveness)   # the primary's frames
     ended: bool = False
     last_error: str = ""
     partial_dropped: int = 0       # bytes of frames cut off by a broken connection (never fed)
@@ -51,16 +52,20 @@ class Receiver(Worker):
 
     def __init__(self, bind: tuple[str, int], pair: str, feeder: Feeder, timeout_s: float,
                  backup_icount: Callable[[], int], on_data: Callable[[Frame], None],
-                 tls: ssl.SSLContext | None, peer_address: str | None) -> None:
+                 tls: ssl.SSLContext | None, peer_address: str | None,
+                 heartbeat_s: float = 0.05) -> None:
         """tls: the pair's server context; None (plain TCP) only in benchmarks and tests.
-        peer_address: the only source address admitted (None: any, in tests)."""
+        peer_address: the only source address admitted (None: any, in tests). heartbeat_s: the
+        backup speaks at least this often, acks or not."""
         self.bind = bind
         self.pair = pair
         self.feeder = feeder
         self.timeout_s = timeout_s
         self.backup_icount = backup_icount
         self.on_data = on_data
+        self.heartbeat_s = heartbeat_s
         self.stats = ReceiverStats()
+        self.stats.live.timeout_s = timeout_s
         self.hold_acks = threading.Event()   # fault injection: receive and spool, but stay silent
         self.tls = tls
         self._last_sent = 0.0
@@ -124,11 +129,15 @@ class Receiver(Worker):
 
     def _run(self) -> None:
         while not self._stop.is_set() and not self.stats.ended:
+            t = time.monotonic()
             try:
-                conn, addr = self._ready.get(timeout=0.2)
+                conn, addr = self._ready.get(timeout=self.heartbeat_s / 2)
             except queue.Empty:
+                # no connection from the primary from t on (not "until now": a freeze here,
+                # after the wait, would count as looking)
+                self.stats.live.nothing(t)
                 continue
-            self.stats.last_heard = time.monotonic()   # silence counts from the connection
+            self.stats.live.heard(time.monotonic())   # it proved the credential: it is alive
             self.stats.connects += 1
             log.info("primary connected from %s:%d", *addr)
             try:
@@ -149,30 +158,36 @@ class Receiver(Worker):
 
     def _session(self, conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.settimeout(0.2)
+        # for sends and for the rest of a TLS record: a host held up for a moment must not
+        # make a send fail (the waits for data are _recv's, a heartbeat apart)
+        conn.settimeout(2 * self.timeout_s)
         hello = Frame(Kind.HELLO, self.feeder.received, self.feeder.received_icount, self.pair.encode(),
                       stamp=now_us())
         conn.sendall(encode(hello))
         self.stats.state = "streaming"
-        self.stats.last_heard = time.monotonic()
         dec = FrameDecoder()
+        looked = time.monotonic()
         try:
             while not self._stop.is_set():
-                try:
-                    data = conn.recv(1 << 20)
-                except TimeoutError:
-                    data = None
+                looked = held_up(looked, self.stats.live, "receiver")
+                t = time.monotonic()
+                data = self._recv(conn)
+                if data is None:
+                    self.stats.live.nothing(t)   # empty from t on
                 if data == b"":
                     raise ChannelError("primary closed the connection")
                 if not self._ready.empty():
                     raise ChannelError("the primary opened a new connection; dropping this one")
-                if time.monotonic() - self._last_sent > BEAT_S:
+                now = time.monotonic()
+                if now - self._last_sent >= self.heartbeat_s:
                     self._send(conn, Kind.BEAT)
                 if data is None:
-                    if time.monotonic() - self.stats.last_heard > self.timeout_s:
-                        raise ChannelError(f"primary silent for {self.timeout_s:.1f} s")
+                    if self.stats.live.silent():
+                        raise ChannelError(f"primary silent for {self.timeout_s:g} s")
                     continue
-                self.stats.last_heard = time.monotonic()
+                if gap := self.stats.live.heard(now):
+                    log.warning("the primary was silent for %.3f s (timeout %g s)", gap,
+                                self.timeout_s)
                 for frame in dec.feed(data):
                     if self._handle(conn, frame):
                         return
@@ -181,6 +196,14 @@ class Receiver(Worker):
                 self.stats.partial_dropped += dec.pending
                 log.warning("dropped %d bytes of a frame the connection cut off (after offset %d)",
                             dec.pending, self.feeder.received)
+
+    def _recv(self, conn: socket.socket) -> bytes | None:
+        """What the primary sent, or None after half a heartbeat without anything."""
+        # a TLS socket may hold decrypted bytes that select cannot see
+        if not ((isinstance(conn, ssl.SSLSocket) and conn.pending())
+                or select.select([conn], [], [], self.heartbeat_s / 2)[0]):
+            return None
+        return conn.recv(1 << 20)
 
     def _handle(self, conn: socket.socket, frame: Frame) -> bool:
         """Act on one frame; True when the stream has ended."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode, now_us
 from ftorch.channel.lag import LagMeter
+from ftorch.channel.liveness import Liveness, held_up
 from ftorch.channel.logtail import LogTail
 from ftorch.errors import ChannelError, FrameError, LogFormatError
 from ftorch.worker import Worker
@@ -39,7 +40,7 @@ class SenderStats:
     last_refused: str = ""
     backup_icount: int = 0
     connects: int = 0
-    last_heard: float = 0.0
+    live: Liveness = field(default_factory=Liveness)   # the backup's ACKs and BEATs
     finished: bool = False
     staleness: deque[float] = field(default_factory=lambda: deque(maxlen=20000))
 
@@ -61,6 +62,7 @@ class Sender(Worker):
         self.heartbeat_s = heartbeat_s
         self.timeout_s = timeout_s
         self.stats = SenderStats()
+        self.stats.live.timeout_s = timeout_s
         self.lag = LagMeter()   # from the positions the backup's ACKs report
         self.inbound_times = inbound_times if inbound_times is not None else {}
         self.on_ack = on_ack
@@ -77,6 +79,8 @@ class Sender(Worker):
             try:
                 self._session()
             except (OSError, ChannelError, FrameError, LogFormatError) as e:
+                if not isinstance(e, LogFormatError):   # the backup did not answer as it should
+                    self.stats.live.nothing(time.monotonic())
                 # back off while the backup keeps failing (a full disk, a refusing port): no
                 # tight loop, and never so long that a link back within the timeout is missed
                 failures = 0 if self.stats.state == "streaming" else failures + 1
@@ -91,10 +95,14 @@ class Sender(Worker):
         sock = socket.create_connection(self.peer, timeout=self.timeout_s,
                                         source_address=(self.source, 0) if self.source else None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(self.timeout_s)
-        # silence counts from the connection, not from the epoch: a watch that looks between
-        # the connect and the HELLO must not take a peer that has not spoken yet for a dead one
-        self.stats.last_heard = time.monotonic()
+        # a send blocked this long ends the session; longer than the timeout, so that a host
+        # held up for a moment does not fail a send (silence is liveness.py's to judge)
+        sock.settimeout(2 * self.timeout_s)
+        # Before the backup ever spoke, silence counts from the first connection (a backup that
+        # accepts and then never answers is silent). After that only frames count: a frozen
+        # host's kernel still accepts connections, and they must not keep it looking alive.
+        if not self.stats.live.last_heard:
+            self.stats.live.heard(time.monotonic())
         self.stats.connects += 1
         if self.tls is not None:
             try:
@@ -133,16 +141,17 @@ class Sender(Worker):
                 raise ChannelError("backup closed the connection before HELLO")
             for f in dec.feed(data):
                 if f.kind == Kind.HELLO:
-                    self.stats.last_heard = time.monotonic()
+                    self.stats.live.heard(time.monotonic())
                     return f
         raise ChannelError("no HELLO from the backup")
 
     def _stream(self, sock: socket.socket, dec: FrameDecoder, offset: int) -> None:
-        last_send = time.monotonic()
+        last_send = looked = time.monotonic()
         while not self._stop.is_set():
+            looked = held_up(looked, self.stats.live, "sender")
             self._read_acks(sock, dec, offset)
-            if time.monotonic() - self.stats.last_heard > self.timeout_s:
-                raise ChannelError(f"backup silent for {self.timeout_s:.1f} s")
+            if self.stats.live.silent():
+                raise ChannelError(f"backup silent for {self.timeout_s:g} s")
             if self.tail.error:
                 raise LogFormatError(self.tail.error)
             if offset - self.stats.acked_offset < WINDOW_BYTES:
@@ -194,9 +203,13 @@ class Sender(Worker):
         """Take the backup's ACKs and heartbeats; `sent` is the end of what this session sent
         (or the HELLO's offset): an ACK past it is not the backup's, and would release output
         for log the backup never had."""
-        # a TLS socket may hold decrypted bytes that select cannot see
-        while (isinstance(sock, ssl.SSLSocket) and sock.pending()) or \
-                select.select([sock], [], [], 0)[0]:
+        while True:
+            t = time.monotonic()
+            # a TLS socket may hold decrypted bytes that select cannot see
+            if not ((isinstance(sock, ssl.SSLSocket) and sock.pending())
+                    or select.select([sock], [], [], 0)[0]):
+                self.stats.live.nothing(t)
+                return
             data = sock.recv(65536)
             if not data:
                 raise ChannelError("backup closed the connection")
@@ -205,7 +218,9 @@ class Sender(Worker):
                     self.stats.refused_acks += 1
                     raise ChannelError(f"ACK of offset {f.offset} beyond what was sent ({sent}): "
                                        "protocol error, dropping the connection")
-                self.stats.last_heard = time.monotonic()
+                if gap := self.stats.live.heard(time.monotonic()):
+                    log.warning("the backup was silent for %.3f s (timeout %g s)", gap,
+                                self.timeout_s)
                 if f.kind == Kind.ACK:
                     self._acked(f.offset)
                     self.stats.backup_icount = f.icount

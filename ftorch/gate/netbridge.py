@@ -3,6 +3,11 @@
 QEMU's stream netdev frames each packet with a big-endian u32 length. The agent connects to
 QEMU's socket and copies frames both ways; inbound frames are timestamped so the log's
 staleness can be measured when they show up in the log.
+
+The tap (LanPort) outlives a bridge: a clone restarts the recorder, and a go-live opens the tap
+before its recorder exists. While the port is open and nobody reads it, inbound frames wait in
+the tap's queue (its txqueuelen, 1000 frames); a tap that nobody holds drops them, and each
+frame a client's TCP loses doubles its next wait.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ftorch.channel.logtail import frame_key
+from ftorch.gate.announce import rarp_announce
 from ftorch.gate.outputgate import OutputGate
 from ftorch.status import Histogram
 
@@ -32,6 +38,28 @@ def open_tap(name: str) -> int:
     fd = os.open("/dev/net/tun", os.O_RDWR)
     fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
     return fd
+
+
+class LanPort:
+    """This host's tap on the LAN, handed from one bridge to the next (see above)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+        self.held: deque[bytes] = deque()   # read from the tap, not yet given to a guest
+
+    @classmethod
+    def open(cls, tap: str) -> LanPort:
+        return cls(open_tap(tap))
+
+    def announce(self, mac: str) -> None:
+        """Turn the LAN's traffic for `mac` towards this port (before the guest runs here)."""
+        if self.fd is not None:
+            os.write(self.fd, rarp_announce(mac))
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -97,10 +125,11 @@ class GatedOutput:
 class NetBridge:
     def __init__(self, qemu_socket: str, tap: str,
                  log_size: Callable[[], int] | None = None, gated: bool = True,
-                 max_held: int = 4096) -> None:
+                 max_held: int = 4096, port: LanPort | None = None) -> None:
         """log_size given: outbound frames go through the output gate, each needing the log
         acknowledged up to the log's size when the frame came out of QEMU; gated False: the gate
-        starts open (unprotected) until `gated.regate`."""
+        starts open (unprotected) until `gated.regate`. port: the tap, already open (handed
+        over by the previous bridge, or opened early by a go-live); None: open `tap`."""
         self.qemu_socket = qemu_socket
         self.tap = tap
         self.log_size = log_size
@@ -115,6 +144,7 @@ class NetBridge:
         self.inbound_open.set()
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
+        self.port = port
         self._tap_fd: int | None = None
         self._wake_r, self._wake_w = os.pipe()   # ends the LAN reader's wait on stop
         self._threads: list[threading.Thread] = []
@@ -132,7 +162,9 @@ class NetBridge:
                     raise
                 time.sleep(0.05)
         self._sock = sock
-        self._tap_fd = open_tap(self.tap)
+        if self.port is None or self.port.fd is None:
+            self.port = LanPort.open(self.tap)
+        self._tap_fd = self.port.fd
         if self.log_size is not None:
             self.gated = GatedOutput(self._write_lan, self.max_held)
             self.gated.ungated = not self.start_gated
@@ -145,23 +177,30 @@ class NetBridge:
         if self._tap_fd is not None:   # None: stopped; the frame is dropped like on a dead host
             os.write(self._tap_fd, frame)
 
-    def stop(self) -> None:
-        """Stop both directions and let go of the tap, so that a new bridge can attach to it
-        (a tap takes one reader: a recorder restarted on this host needs it at once)."""
+    def stop(self, keep_port: bool = False) -> LanPort | None:
+        """Stop both directions. keep_port: return the tap, still open, with any frame read
+        and not delivered, for the next bridge on this host; otherwise let go of it, so that a
+        new bridge can attach (a tap takes one reader)."""
         if self._stop.is_set():
-            return
+            return None
         self._stop.set()
         self.inbound_open.set()
         os.write(self._wake_w, b"x")
         if self._sock:
+            try:   # wakes a thread blocked in recv on it (close alone does not)
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass   # QEMU is gone already
             self._sock.close()
         for t in self._threads:
             t.join(timeout=5)
+        port, self._tap_fd = self.port, None
         if not any(t.is_alive() for t in self._threads):
-            for fd in (self._tap_fd, self._wake_r, self._wake_w):
-                if fd is not None:
-                    os.close(fd)
-            self._tap_fd = None
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+            if port is not None and not keep_port:
+                port.close()
+        return port if keep_port else None
 
     def _to_lan(self) -> None:
         assert self._sock and self._tap_fd is not None
@@ -179,18 +218,27 @@ class NetBridge:
                 log.warning("guest -> LAN stopped: %s", e)
 
     def _to_guest(self) -> None:
-        assert self._sock and self._tap_fd is not None
+        assert self._sock and self.port is not None and self._tap_fd is not None
+        held = self.port.held
         try:
             while not self._stop.is_set():
-                ready, _, _ = select.select([self._tap_fd, self._wake_r], [], [])
-                if self._wake_r in ready:
-                    break
-                frame = os.read(self._tap_fd, 65536)
+                if not held:
+                    ready, _, _ = select.select([self._tap_fd, self._wake_r], [], [])
+                    if self._wake_r in ready:
+                        break
+                    held.append(os.read(self._tap_fd, 65536))
+                self.inbound_open.wait()
+                if self._stop.is_set():
+                    break            # the frame stays held for the next bridge on this port
+                frame = held.popleft()
                 if len(self.inbound_times) > MAX_TRACKED:
                     self.inbound_times.clear()
-                self.inbound_open.wait()
                 self.inbound_times[frame_key(frame)] = time.time()
-                self._sock.sendall(struct.pack(">I", len(frame)) + frame)
+                try:
+                    self._sock.sendall(struct.pack(">I", len(frame)) + frame)
+                except OSError:
+                    held.appendleft(frame)
+                    raise
                 self.frames_in += 1
         except OSError as e:
             if not self._stop.is_set():

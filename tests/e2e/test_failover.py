@@ -146,7 +146,7 @@ def test_partition_leaves_exactly_one_live_copy(ft_pair):
     winner = live_sides(cfg_path)
     assert len(winner) == 1
     # the link is back: the loser must stay fenced while the winner serves
-    deadline = time.monotonic() + 3 * cfg.channel.timeout_s
+    deadline = time.monotonic() + 3 * cfg.channel.timeout_s + 5   # a few reconnect rounds
     while time.monotonic() < deadline:
         assert live_sides(cfg_path) == winner
         time.sleep(0.5)

@@ -116,7 +116,7 @@ def test_channel_cut_and_restored(pair):
     lab.cut_link("a", False)
     try:
         wait_until(lambda: side(cfg_path, "b").channel.state != "streaming",
-                   3 * cfg.channel.timeout_s, "the backup to notice the cut")
+                   3 * cfg.channel.timeout_s + 10, "the backup to notice the cut")
     finally:
         lab.cut_link("a", True)
     wait_until(lambda: side(cfg_path, "b").channel.connects > before, 60,
