@@ -189,6 +189,28 @@ def test_a_frozen_backup_that_still_accepts_connections_stays_silent(tmp_path, p
             c.close()
 
 
+def test_a_backup_that_takes_no_data_is_found_silent_while_sending(tmp_path, pair_dir):
+    """A cut-off backup stops taking data: the primary's send buffer fills and a plain sendall
+    would block until the socket's timeout, so this side would find the silence later than the
+    backup finds its own (a partition then shows a "streaming" primary beside a live backup).
+    The sender keeps reading and judging while it waits to send."""
+    from ftorch.channel.framing import Frame, Kind, encode
+    tls = trust.context(pair_dir, server=True)
+
+    def mute_backup(srv: socket.socket) -> None:
+        conn, _ = srv.accept()
+        conn = tls.wrap_socket(conn, server_side=True)
+        conn.sendall(encode(Frame(Kind.HELLO, HEADER_SIZE, 0, b"t")))
+        time.sleep(60)   # reads nothing, says nothing
+
+    body = events(2_000_000)   # ~12 MB: more than the socket buffers hold (wmem max 4 MiB)
+    with sender_to_listener(tmp_path, pair_dir, body, timeout_s=0.5) as (srv, sender):
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        threading.Thread(target=mute_backup, args=(srv,), daemon=True).start()
+        wait(lambda: "takes no data" in sender.stats.last_error, timeout=60)
+        assert sender.stats.live.silent() and sender.stats.sent_offset < HEADER_SIZE + len(body)
+
+
 def test_space_of_what_the_backup_holds_goes_back_on_both_sides(channel):
     """Both files keep their size and offsets, lose the blocks behind what is done with, and
     the pipe still gets every byte (the channel fixture keeps 0 bytes: all is given back)."""

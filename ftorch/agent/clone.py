@@ -72,6 +72,8 @@ def restart_from(old: Primary, tag: str, icount: int, steps: dict[str, float]) -
             log.error("clone: restarting the recorder from %s failed (attempt %d): %s",
                       tag, attempt, e)
             err = e
+    if lan is not None:
+        lan.close()   # nothing will run here: let go of the tap for whoever starts the guest
     raise VirtError(f"clone: the guest is stopped: its recorder did not restart from snapshot "
                     f"{tag} in {old.paths.disk} ({err}); nothing is lost: start it from that "
                     "snapshot") from None

@@ -182,6 +182,7 @@ class Primary:
                                   sent_offset=s.sent_offset, acked_offset=s.acked_offset,
                                   connects=s.connects, finished=s.finished,
                                   refused_acks=s.refused_acks, refused_peers=s.refused_peers,
+                                  last_error=s.last_error or None,
                                   last_refused=s.last_refused,
                                   last_heard_at=wall_clock(s.live.last_heard),
                                   longest_silence_s=s.live.longest_gap_s,

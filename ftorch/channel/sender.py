@@ -26,6 +26,7 @@ from ftorch.worker import Worker
 
 log = logging.getLogger("ftorch.sender")
 WINDOW_BYTES = 8 << 20
+PIECE = 16384          # one TLS record: a send that selected writable seldom blocks
 RETRY_MAX_S = 1.0
 
 
@@ -40,6 +41,7 @@ class SenderStats:
     last_refused: str = ""
     backup_icount: int = 0
     connects: int = 0
+    last_error: str = ""         # why the last session ended
     live: Liveness = field(default_factory=Liveness)   # the backup's ACKs and BEATs
     finished: bool = False
     staleness: deque[float] = field(default_factory=lambda: deque(maxlen=20000))
@@ -84,7 +86,7 @@ class Sender(Worker):
                 # back off while the backup keeps failing (a full disk, a refusing port): no
                 # tight loop, and never so long that a link back within the timeout is missed
                 failures = 0 if self.stats.state == "streaming" else failures + 1
-                self.stats.state = "disconnected"
+                self.stats.state, self.stats.last_error = "disconnected", str(e)
                 delay = min(RETRY_MAX_S, 0.2 * 2 ** max(0, failures - 1))
                 log.warning("logging channel to %s:%d: %s; reconnecting in %.1f s",
                             *self.peer, e, delay)
@@ -157,24 +159,40 @@ class Sender(Worker):
             if offset - self.stats.acked_offset < WINDOW_BYTES:
                 chunk = self.tail.chunk_at(offset, timeout=0.002)
                 if chunk is not None:
-                    self._send_chunk(sock, chunk)
+                    self._send_chunk(sock, dec, chunk)
                     offset = chunk.end
                     last_send = time.monotonic()
                     continue
             stream_end = self.tail.stream_end
             if stream_end is not None and self.stats.acked_offset >= stream_end:
                 off, ic = stream_end, self.tail.icount_at(stream_end)
-                sock.sendall(encode(Frame(Kind.END, off, ic, stamp=now_us())))
+                self._send(sock, dec, encode(Frame(Kind.END, off, ic, stamp=now_us())), offset)
                 self.stats.finished = True
                 self.stats.state = "finished"
                 log.info("log ended at offset %d, icount %d; backup has all of it", off, ic)
                 return
             if time.monotonic() - last_send >= self.heartbeat_s:
                 off, ic = self.tail.head()
-                sock.sendall(encode(Frame(Kind.BEAT, off, ic, stamp=now_us())))
+                self._send(sock, dec, encode(Frame(Kind.BEAT, off, ic, stamp=now_us())), offset)
                 last_send = time.monotonic()
 
-    def _send_chunk(self, sock: socket.socket, chunk) -> None:
+    def _send(self, sock: socket.socket, dec: FrameDecoder, data: bytes, sent: int) -> None:
+        """sendall that keeps listening: while the backup takes nothing (a full send buffer:
+        a dead or cut-off backup), read its acks and judge its silence, so that this side finds
+        it silent within the timeout, as the backup would find this side. `sent`: as for
+        _read_acks."""
+        view, looked = memoryview(data), time.monotonic()
+        while view:
+            if select.select([], [sock], [], self.heartbeat_s)[1]:
+                view = view[sock.send(view[:PIECE]):]
+                continue
+            looked = held_up(looked, self.stats.live, "sender")
+            self._read_acks(sock, dec, sent)
+            if self.stats.live.silent():
+                raise ChannelError(f"backup silent for {self.timeout_s:g} s "
+                                   "(it takes no data)")
+
+    def _send_chunk(self, sock: socket.socket, dec: FrameDecoder, chunk) -> None:
         data = encode(Frame(Kind.DATA, chunk.offset, chunk.icount, self.tail.read(chunk),
                             stamp=int(chunk.recorded_at * 1e6), block=chunk.block))
         if self.corrupt_next.is_set():
@@ -189,7 +207,7 @@ class Sender(Worker):
                         chunk.offset)
             self._stop.wait()
             raise ChannelError("muted by fault injection")
-        sock.sendall(data)
+        self._send(sock, dec, data, chunk.offset)
         sent = time.time()
         for key in chunk.net_keys:
             t0 = self.inbound_times.pop(key, None)
