@@ -122,17 +122,22 @@ def markdown(res: dict, timeout_s: float) -> str:
     def row(label: str, s: dict) -> str:
         return (f"| {label} | {s['p50']:.2f} s | {s['p99']:.2f} s | {s['max']:.2f} s | "
                 f"{s['samples']} |" if s["samples"] else f"| {label} | - | - | - | 0 |")
-    if "all" not in res:    # a result of the older format (one kill point, no re-protection)
-        return f"## Failover\n\nOlder result format; rerun `make bench` (run {res.get('date')}).\n"
+    legacy = "all" not in res   # the older format: one kill point, no re-protection
+    if legacy:
+        res = {**res, "all": {k: res.get(k) or {"samples": 0} for k in PARTS},
+               "by_point": {}, "timeout_s": 5.0}   # the default of that time
     a = res["all"]
+    runs = (f"{len(res['runs'])} runs at one kill point, re-protection off (older bench)"
+            if legacy else f"{len(res['runs'])} runs: {RUNS} at each of {len(KILL_POINTS)} "
+            "kill points")
     lines = [
-        f"## Failover ({len(res['runs'])} runs: {RUNS} at each of {len(KILL_POINTS)} kill points, "
-        "SIGKILL of the primary's agent and QEMU"
+        f"## Failover ({runs}, SIGKILL of the primary's agent and QEMU"
         + (f", run {res['date']}" if res.get("date") else "") + ")", "",
         f"Went live: {res['went_live']} of {len(res['runs'])}; client connection and every "
         f"acknowledged record intact: {res['intact']}. Detection is the channel timeout "
-        f"({res.get('timeout_s', timeout_s):g} s). The client writes on one connection until the "
-        "pair is protected again (automatic re-protection: a clone back onto host A).", "",
+        f"({res.get('timeout_s', timeout_s):g} s)."
+        + ("" if legacy else " The client writes on one connection until the pair is protected "
+           "again (automatic re-protection: a clone back onto host A)."), "",
         "| measure | p50 | p99 | max | samples |", "|---|---|---|---|---|",
         row("SIGKILL to first reply on the same connection", a["first_reply_s"]),
         row("client's longest stall, kill to protected again", a["longest_stall_s"]),
@@ -145,6 +150,8 @@ def markdown(res: dict, timeout_s: float) -> str:
         "| kill point (frames released after the client started) | first reply p50 | max | "
         "longest stall p50 | max |", "|---|---|---|---|---|"]
     for p, frames in KILL_POINTS.items():
+        if p not in res["by_point"]:
+            continue
         f, s = res["by_point"][p]["first_reply_s"], res["by_point"][p]["longest_stall_s"]
         if f["samples"]:
             lines.append(f"| {p} ({frames}) | {f['p50']:.2f} s | {f['max']:.2f} s | "

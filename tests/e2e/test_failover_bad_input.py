@@ -18,8 +18,11 @@ SETTLED = ("live-alone", "fenced")
 
 
 @pytest.fixture
-def ft_pair(tmp_path):
-    cfg_path = write_config(tmp_path, "bad", failover={"enabled": True, "reprotect": False})
+def ft_pair(tmp_path, request):
+    # a pair name of its own per test: its hosts' folders (agent logs) outlive the next test
+    # (one run saw a backup not catch up in 300 s here, and its logs were overwritten)
+    name = f"bad-{request.node.name.split('_')[1][:8]}"
+    cfg_path = write_config(tmp_path, name, failover={"enabled": True, "reprotect": False})
     with running_pair(cfg_path) as cfg:
         pair.wait_caught_up(cfg, timeout=300)
         yield cfg_path, cfg, tmp_path
