@@ -62,8 +62,10 @@ def markdown(res: dict) -> str:
         f"## Failure detection under load ({res['load_s']:.0f} s, nothing killed"
         + (f", run {res['date']}" if res.get("date") else "") + ")", "",
         f"Heartbeat {res['heartbeat_s'] * 1e3:.0f} ms, timeout {res['timeout_s'] * 1e3:.0f} ms; a "
-        f"client writing over one connection ({res['records']} records, errors "
-        f"{len(res['client_errors'])}, mismatches {res['mismatches']}), inbound kick on.", "",
+        f"client writing over one connection ({res['records']} records, mismatches "
+        f"{res['mismatches']}; errors: {'; '.join(res['client_errors']) or 'none'}), inbound "
+        "kick on. (`ERR full`: the guest's key-value store holds 32768 records; the client "
+        "stops there.)", "",
         "| side | hears | longest silence | silences past half the timeout |",
         "|---|---|---|---|",
         f"| A (primary) | the backup's ACKs and BEATs | {ls['a'] * 1e3:.0f} ms | {cc['a']} |",

@@ -146,9 +146,10 @@ def markdown(res: dict, timeout_s: float) -> str:
         row("replay of the remaining log", a["replay_s"]),
         row("go-live (stop, savevm, repair, recorder running)", a["golive_s"]),
         row("  of which stop + savevm + repair + quit", a["save_s"]),
-        row("  of which recorder start from the snapshot", a["start_s"]), "",
-        "| kill point (frames released after the client started) | first reply p50 | max | "
-        "longest stall p50 | max |", "|---|---|---|---|---|"]
+        row("  of which recorder start from the snapshot", a["start_s"])]
+    if res["by_point"]:
+        lines += ["", "| kill point (frames released after the client started) | first reply "
+                  "p50 | max | longest stall p50 | max |", "|---|---|---|---|---|"]
     for p, frames in KILL_POINTS.items():
         if p not in res["by_point"]:
             continue

@@ -279,7 +279,9 @@ def main() -> int:
     parts = {p: _last(p) for p in PARTS}
     with tempfile.TemporaryDirectory() as d, Progress(console=console) as progress:
         cfg = config(Path(d), "bench")
-        timeout_s = load(cfg).channel.timeout_s
+        # the replication rows' own timeout when they are not rerun (the JSON keeps it)
+        timeout_s = load(cfg).channel.timeout_s if "replication" in only \
+            else res.get("channel_timeout_s", 5.0)
         try:
             if "replication" in only:
                 res = replication(Path(d), cfg, progress)
