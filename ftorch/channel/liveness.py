@@ -73,3 +73,9 @@ def held_up(last: float, live: Liveness, who: str) -> float:
         log.warning("%s thread held up for %.3f s (timeout %g s): silence counts from now",
                     who, now - last, live.timeout_s)
     return now
+
+
+def note_heard(live: Liveness, now: float, peer: str) -> None:
+    """live.heard, and a log line when the silence it ended was a close call."""
+    if gap := live.heard(now):
+        log.warning("the %s was silent for %.3f s (timeout %g s)", peer, gap, live.timeout_s)

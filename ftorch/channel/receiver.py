@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import select
 import socket
 import ssl
 import threading
@@ -22,7 +21,8 @@ from dataclasses import dataclass, field
 
 from ftorch.channel.feeder import Feeder
 from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode, now_us
-from ftorch.channel.liveness import Liveness, held_up
+from ftorch.channel.liveness import Liveness, held_up, note_heard
+from ftorch.channel.sockio import readable
 from ftorch.channel.trust import HANDSHAKE_S
 from ftorch.errors import ChannelError, FrameError
 from ftorch.worker import Worker
@@ -185,9 +185,7 @@ class Receiver(Worker):
                     if self.stats.live.silent():
                         raise ChannelError(f"primary silent for {self.timeout_s:g} s")
                     continue
-                if gap := self.stats.live.heard(now):
-                    log.warning("the primary was silent for %.3f s (timeout %g s)", gap,
-                                self.timeout_s)
+                note_heard(self.stats.live, now, "primary")
                 for frame in dec.feed(data):
                     if self._handle(conn, frame):
                         return
@@ -199,11 +197,7 @@ class Receiver(Worker):
 
     def _recv(self, conn: socket.socket) -> bytes | None:
         """What the primary sent, or None after half a heartbeat without anything."""
-        # a TLS socket may hold decrypted bytes that select cannot see
-        if not ((isinstance(conn, ssl.SSLSocket) and conn.pending())
-                or select.select([conn], [], [], self.heartbeat_s / 2)[0]):
-            return None
-        return conn.recv(1 << 20)
+        return conn.recv(1 << 20) if readable(conn, self.heartbeat_s / 2) else None
 
     def _handle(self, conn: socket.socket, frame: Frame) -> bool:
         """Act on one frame; True when the stream has ended."""

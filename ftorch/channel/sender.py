@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode, now_us
 from ftorch.channel.lag import LagMeter
-from ftorch.channel.liveness import Liveness, held_up
+from ftorch.channel.liveness import Liveness, held_up, note_heard
 from ftorch.channel.logtail import LogTail
+from ftorch.channel.sockio import readable
 from ftorch.errors import ChannelError, FrameError, LogFormatError
 from ftorch.worker import Worker
 
@@ -223,9 +224,7 @@ class Sender(Worker):
         for log the backup never had."""
         while True:
             t = time.monotonic()
-            # a TLS socket may hold decrypted bytes that select cannot see
-            if not ((isinstance(sock, ssl.SSLSocket) and sock.pending())
-                    or select.select([sock], [], [], 0)[0]):
+            if not readable(sock, 0):
                 self.stats.live.nothing(t)
                 return
             data = sock.recv(65536)
@@ -236,9 +235,7 @@ class Sender(Worker):
                     self.stats.refused_acks += 1
                     raise ChannelError(f"ACK of offset {f.offset} beyond what was sent ({sent}): "
                                        "protocol error, dropping the connection")
-                if gap := self.stats.live.heard(time.monotonic()):
-                    log.warning("the backup was silent for %.3f s (timeout %g s)", gap,
-                                self.timeout_s)
+                note_heard(self.stats.live, time.monotonic(), "backup")
                 if f.kind == Kind.ACK:
                     self._acked(f.offset)
                     self.stats.backup_icount = f.icount
