@@ -82,6 +82,30 @@ def running_pair(cfg_path: Path) -> Iterator[PairConfig]:
         lab.down()
 
 
+def unmount(path: os.PathLike) -> None:
+    """Take a test's file system off a host's folder, and make sure it is gone: a small disk
+    left there makes every later test on that host run out of room."""
+    while os.path.ismount(path):
+        r = subprocess.run(["umount", "-l", str(path)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"cannot unmount {path}: {r.stderr.strip()}")
+
+
+@contextmanager
+def small_disk(host_dir: Path, size_mib: int) -> Iterator[Path]:
+    """A tmpfs as the host's disk, mounted before the lab starts the host's sshd (whose mount
+    namespace, and its agent's, is made then and does not see later mounts)."""
+    lab.down()
+    host_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(host_dir)],
+                   check=True)
+    try:
+        yield host_dir
+    finally:
+        lab.down()
+        unmount(host_dir)
+
+
 def status(cfg: Path) -> PairStatus:
     """`ftorch status --json` read back into typed records (as the operator's tools would)."""
     r = ftorch("status", str(cfg), "--json", check=False)

@@ -7,36 +7,18 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from ftorch.config import load
-from ftorch.host import lab
 from ftorch.host.layout import paths
 
-from .lab_helpers import Client, ftorch, running_pair, side, wait_until, write_config
+from .lab_helpers import Client, ftorch, running_pair, side, small_disk, wait_until, write_config
 from .test_protect import protected_by
 
 pytestmark = pytest.mark.e2e
 RESERVE_MIB = 64
-
-
-@contextmanager
-def small_disk(host_dir: Path, size_mib: int) -> Iterator[Path]:
-    """A tmpfs as the host's disk, mounted before the lab starts the host's sshd (whose mount
-    namespace, and its agent's, is made then and does not see later mounts)."""
-    lab.down()
-    host_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(host_dir)],
-                   check=True)
-    try:
-        yield host_dir
-    finally:
-        lab.down()
-        subprocess.run(["umount", "-l", str(host_dir)], check=False)
 
 
 def fill(host_dir: Path, leave_mib: int) -> Path:

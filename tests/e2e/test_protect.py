@@ -3,7 +3,6 @@ protect again automatically after every failover, while one client keeps one TCP
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,7 @@ from ftorch.host.layout import domain_name, paths
 from ftorch.host.virt import Host
 from ftorch.ops import pair
 
-from .lab_helpers import Client, ftorch, running_pair, side, status, wait_until, write_config
+from .lab_helpers import Client, ftorch, running_pair, side, small_disk, status, wait_until, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -49,11 +48,7 @@ def protected_by(cfg_path: Path, live: str, timeout: float = 300) -> dict:
 def test_no_room_on_the_backup_host_rolls_back_and_the_guest_runs_on(tmp_path):
     cfg_path = write_config(tmp_path, "pr", failover={"enabled": True, "reprotect": False})
     host_dir = load(cfg_path).host("b").path
-    host_dir.mkdir(parents=True, exist_ok=True)
-    # mounted before the lab starts host B's sshd, whose mount namespace (and its agent's) is
-    # made then and does not see later mounts
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(host_dir)], check=True)
-    try:
+    with small_disk(host_dir, 40):
         with unprotected_pair(cfg_path):
             client = Client(tmp_path / "full.json", duration=40, prefix="d", verify=True)
             wait_until(lambda: side(cfg_path, "a").primary.gate.released > 50, 120,
@@ -65,8 +60,6 @@ def test_no_room_on_the_backup_host_rolls_back_and_the_guest_runs_on(tmp_path):
             assert side(cfg_path, "b").role == "unreachable"     # the standby quit
             out = client.result(timeout=300)
             assert out["errors"] == [] and out["mismatches"] == [], "the running guest was harmed"
-    finally:
-        subprocess.run(["umount", "-l", str(host_dir)], check=False)
 
 
 def _refused(cfg_path: Path, cause: str) -> None:
