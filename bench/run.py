@@ -14,6 +14,7 @@ costs the logging channel; bench/ab.py: this tree against another, interleaved.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -97,6 +98,21 @@ def log_size(cfg) -> int:
     return p.stat().st_size if p.exists() else 0
 
 
+def cpu_seconds(comm: str) -> float:
+    """User + system CPU time of the processes named `comm` so far (what the replay control
+    costs the libvirtd that carries its QMP)."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if text[text.index("(") + 1:text.rindex(")")] == comm:
+            fields = text[text.rindex(")") + 2:].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def scenario(name: str, mode: str, cfg_path: Path, tmp: Path, progress: Progress) -> dict:
     cfg = load(cfg_path)
     task = progress.add_task(f"{name}: booting", total=None)
@@ -125,7 +141,7 @@ def scenario(name: str, mode: str, cfg_path: Path, tmp: Path, progress: Progress
     if mode == "protected":
         sampler.start()
     progress.update(task, description=f"{name}: idle {IDLE_S:.0f} s")
-    b0, t0 = log_size(cfg), time.time()
+    b0, t0, cpu0 = log_size(cfg), time.time(), cpu_seconds("libvirtd")
     time.sleep(IDLE_S)  # measuring the idle guest, not synchronising
     b1, t1 = log_size(cfg), time.time()
     progress.update(task, description=f"{name}: client load {LOAD_S:.0f} s")
@@ -147,9 +163,14 @@ def scenario(name: str, mode: str, cfg_path: Path, tmp: Path, progress: Progress
         assert a is not None, "host A is no longer the primary"
         ta, tb = ticks["a"].seen, ticks["b"].seen
         tick_lag = [tb[n] - ta[n] for n in ta if n in tb and ta[n] >= t0]
+        idle_lag = [tb[n] - ta[n] for n in ta if n in tb and t0 <= ta[n] < t1]
+        load_lag = [tb[n] - ta[n] for n in ta if n in tb and t1 <= ta[n] < t2]
         result["staleness_s"] = asdict(a.staleness_s)
         result["gate"] = asdict(a.gate) if a.gate else None
         result["lag_s_serial"] = summary(tick_lag)
+        result["lag_s_serial_idle"] = summary(idle_lag)
+        result["lag_s_serial_load"] = summary(load_lag)
+        result["libvirtd_cpu_share"] = (cpu_seconds("libvirtd") - cpu0) / (t2 - t0)
         result["lag_s_status"] = summary([v for _, v in lag_samples])
         result["lag_trace"] = [(round(t - t0, 3), round(v, 4)) for t, v in lag_samples]
         b = st.hosts["b"].backup
@@ -167,6 +188,13 @@ def fmt(x: float | None, unit: str = "", scale: float = 1.0, digits: int = 3) ->
     return "-" if x is None else f"{x * scale:.{digits}f}{unit}"
 
 
+def _lag_phases(x: dict) -> list[tuple[str, dict]]:
+    """The serial-tick lag split into the idle and client-load phases (older results: whole)."""
+    if "lag_s_serial_idle" in x:
+        return [(", idle", x["lag_s_serial_idle"]), (", client load", x["lag_s_serial_load"])]
+    return [("", x["lag_s_serial"])]
+
+
 def markdown(res: dict) -> str:
     p, r, f, n = res["plain"], res["recorded"], res["pair"], res["pair_nokick"]
     lines = [f"# Replication benchmark ({res['date']}, {res['machine']})", "",
@@ -182,12 +210,13 @@ def markdown(res: dict) -> str:
                      f"| {fmt(lm.get('idle'), '', 1, 3)} | {fmt(lm.get('load'), '', 1, 3)} |")
     lines += ["", "| measure | inbound kick | p50 | p99 | max | samples |", "|---|---|---|---|---|---|"]
     for label, x in (("on", f), ("off", n)):
-        s, ls, lq = x["staleness_s"], x["lag_s_serial"], x["lag_s_status"]
+        s, lq = x["staleness_s"], x["lag_s_status"]
         lines += [
             f"| log staleness: inbound frame given to QEMU until its log event is on the wire | {label} "
             f"| {fmt(s['p50'], ' ms', 1e3, 1)} | {fmt(s['p99'], ' ms', 1e3, 1)} | - | {s['samples']} |",
-            f"| backup lag: serial tick on A until the same tick on B | {label} "
-            f"| {fmt(ls['p50'], ' s')} | {fmt(ls['p99'], ' s')} | {fmt(ls['max'], ' s')} | {ls['samples']} |",
+            *[f"| backup lag: serial tick on A until the same tick on B{phase} | {label} "
+              f"| {fmt(q['p50'], ' s')} | {fmt(q['p99'], ' s')} | {fmt(q['max'], ' s')} "
+              f"| {q['samples']} |" for phase, q in _lag_phases(x)],
             f"| backup lag: agent's estimate every 100 ms | {label} | {fmt(lq['p50'], ' s')} "
             f"| {fmt(lq['p99'], ' s')} | {fmt(lq['max'], ' s')} | {lq['samples']} |"]
     rtt_f, rtt_r = f["rtt_s"], r["rtt_s"]
@@ -197,7 +226,9 @@ def markdown(res: dict) -> str:
     g = f.get("gate") or {}
     lines += ["", f"Output gate (kick on): {g.get('released')} frames released, added delay p50 "
               f"{fmt(g.get('delay_p50'), ' ms', 1e3, 2)}, p99 {fmt(g.get('delay_p99'), ' ms', 1e3, 2)}."]
-    lines += ["", f"Backup break hits (kick on): {f.get('backup_break_hits')}. "
+    share = f.get("libvirtd_cpu_share")
+    lines += ["", f"Backup break hits (kick on): {f.get('backup_break_hits')}; libvirtd's CPU "
+              f"(both hosts' replay control): {fmt(share, ' % of a core', 100, 0)}. "
               "Lag over time: `lag.png`."]
     return "\n".join(lines) + "\n"
 

@@ -22,6 +22,7 @@ from ftorch.channel.feeder import StreamStart
 from ftorch.config import load
 from ftorch.errors import FtorchError
 from ftorch.host.layout import paths
+from ftorch.host.proc import prioritize_agent
 from ftorch.host.virt import Host
 from ftorch.status import BackupStatus, PrimaryStatus, ReprotectStatus, SideStatus
 from ftorch.worker import Worker
@@ -289,4 +290,6 @@ class Reprotector(Worker):
 
 def main(config_path: str, key: str, role: str, mode: str = "protected") -> int:
     setup_logging()
+    if why := prioritize_agent():
+        log.warning("%s: heartbeats may be late on a busy host", why)
     return Agent(config_path, key, role, mode).run()
