@@ -65,8 +65,13 @@ class ChannelConfig:
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    margin_instructions: int = 10000
-    break_interval_ms: float = 10.0
+    # The backup is held this many instructions short of what it has received: QEMU reads the
+    # next event when it finishes a batch, so it must stop inside the last one received. 1000
+    # is 1-5 ms of an idle guest (10000 cost ~25 ms of idle lag: docs/qemu-notes.md).
+    margin_instructions: int = 1000
+    # The least time between two steps of the replay control (each a libvirt round trip or
+    # two): a burst of chunks makes one step. Steps come on data and on the pause at a break.
+    break_interval_ms: float = 5.0
     flush_us: int = 1000
     # Wake the recorder's vCPU when inbound frames or disk completions are queued (the shim's
     # kick, docs/qemu-notes.md): without it they wait up to ~1 s while the guest idles. Off by

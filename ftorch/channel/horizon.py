@@ -23,7 +23,7 @@ class Decision:
 
 
 # A backup fewer instructions than this behind what it received has no backlog to speak of
-# (it is held 10k instructions behind, and a busy guest runs ~2M between its 10 ms steps).
+# (it is held ~1k instructions behind, and a busy guest runs ~2M in 10 ms).
 LEVEL_INSTRUCTIONS = 20_000_000
 
 

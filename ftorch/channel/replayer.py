@@ -1,8 +1,8 @@
 """Backup side: hold the replaying QEMU inside what it has received, via replay-break.
 
-Runs the `horizon.decide` loop over QMP: woken by new data (or every interval), it moves the
-break forward and continues the backup when it has stopped at the old one; tells the lag meter
-where the backup is.
+Runs the `horizon.decide` loop over QMP, driven by events: new data moves the break forward at
+once (at most one control step per `min_gap_s`), and QEMU pausing at a break (a libvirt event)
+continues it at once; a poll every `SAMPLE_S` covers a lost event and feeds the lag meter.
 """
 from __future__ import annotations
 
@@ -19,15 +19,20 @@ from ftorch.worker import Worker
 log = logging.getLogger("ftorch.replayer")
 
 
+# With no data and no pause, the loop still looks every SAMPLE_S: the lag meter's samples, and
+# a pause whose event was lost (a reconnect of libvirtd) costs at most this much.
+SAMPLE_S = 0.1
+
+
 class ReplayController(Worker):
     thread_name = "replayer"
 
-    def __init__(self, guest: Guest, feeder: Feeder, margin: int, interval_s: float,
+    def __init__(self, guest: Guest, feeder: Feeder, margin: int, min_gap_s: float,
                  lag: LagMeter) -> None:
         self.guest = guest
         self.feeder = feeder
         self.margin = margin
-        self.interval_s = interval_s
+        self.min_gap_s = min_gap_s
         self.icount = 0
         self.status = "prelaunch"
         self.break_at: int | None = None
@@ -35,18 +40,49 @@ class ReplayController(Worker):
         self.finished = False
         self.error: str | None = None
         self.lag = lag
+        self._paused = False          # a pause event not yet acted on
+        self._seen: tuple[int, bool] = (-1, False)   # (received icount, ended) at the last step
+        self._sampled = 0.0
         super().__init__()
 
     def _wake(self) -> None:
         with self.feeder.changed:
             self.feeder.changed.notify_all()
 
+    def _on_pause(self) -> None:
+        with self.feeder.changed:
+            self._paused = True
+            self.feeder.changed.notify_all()
+
+    def _news(self) -> bool:
+        f = self.feeder
+        return self._paused or (f.received_icount, f.ended) != self._seen or self._stop.is_set()
+
     def _run(self) -> None:
+        try:
+            watch = self.guest.on_pause(self._on_pause)
+        except VirtError as e:
+            log.warning("%s: polling every %.0f ms instead", e, SAMPLE_S * 1e3)
+            watch = None
+        try:
+            self._loop()
+        finally:
+            if watch is not None:
+                self.guest.stop_watching(watch)
+
+    def _loop(self) -> None:
         last = 0.0
         while not self._stop.is_set() and not self.finished:
             with self.feeder.changed:
-                self.feeder.changed.wait(self.interval_s)
-            wait = self.interval_s - (time.monotonic() - last)
+                # past the stream's end QEMU runs onto the END with no event to say it got
+                # there: a go-live waits on this poll
+                self.feeder.changed.wait_for(
+                    self._news, self.min_gap_s if self.feeder.ended else SAMPLE_S)
+                self._paused = False
+                self._seen = (self.feeder.received_icount, self.feeder.ended)
+            # several chunks in a burst make one step: each step costs libvirtd and QEMU's
+            # monitor a round trip or two, taken from the replay they control
+            wait = self.min_gap_s - (time.monotonic() - last)
             if wait > 0 and self._stop.wait(wait):
                 break
             last = time.monotonic()
@@ -67,10 +103,12 @@ class ReplayController(Worker):
         # backup waits at a break that only more instructions in the pipe would move.
         have, final = self.feeder.received_icount, self.feeder.ended
         self.status = self.guest.run_state()
-        icount = self.guest.replay().icount
-        if icount != self.icount:
-            self.icount = icount
-            self.lag.replayed(icount)
+        if self._must_sample(final):
+            self._sampled = time.monotonic()
+            icount = self.guest.replay().icount
+            if icount != self.icount:
+                self.icount = icount
+                self.lag.replayed(icount)
         if final and self.icount >= have:
             self.finished = True
             log.info("backup replayed the whole log: icount %d", self.icount)
@@ -88,3 +126,10 @@ class ReplayController(Worker):
             self.break_at = d.set_break
         if d.cont:
             self.guest.qmp("cont")
+
+    def _must_sample(self, final: bool) -> bool:
+        """Whether this step needs QEMU's count. While it runs under a break, the last count
+        (lower than the true one) is enough to move the break: a goal past the break is past
+        the count too. A pause, the stream's end, a missing break, or the lag meter need it."""
+        return (self.status != "running" or final or self.break_at is None
+                or time.monotonic() - self._sampled >= SAMPLE_S)

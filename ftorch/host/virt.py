@@ -6,7 +6,9 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,21 @@ def _quiet(_ctx: Any, _err: Any) -> None:
 
 
 libvirt.registerErrorHandler(_quiet, None)
+
+_events_started = threading.Lock()
+
+
+def _serve_events() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()   # waits for the next event, without the GIL
+
+
+def _event_loop() -> None:
+    """libvirt delivers domain events only to connections opened after an event loop is
+    registered: do it once, before the first connection, with a thread to run it."""
+    if _events_started.acquire(blocking=False):
+        libvirt.virEventRegisterDefaultImpl()
+        threading.Thread(target=_serve_events, name="libvirt-events", daemon=True).start()
 
 
 def check_qemu_version(version: dict[str, Any]) -> str:
@@ -115,6 +132,24 @@ class Guest:
         if "error" in reply:
             raise VirtError(f"{self.name}: QMP {command} refused: {reply['error'].get('desc')}")
         return reply.get("return")
+
+    def on_pause(self, callback: Callable[[], None]) -> int:
+        """Call `callback` (on libvirt's event thread) each time QEMU pauses: a replay-break
+        hit says so at once instead of waiting for the next poll. Returns the watch's id."""
+        def lifecycle(_conn: Any, _dom: Any, event: int, _detail: int, _opaque: Any) -> None:
+            if event == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
+                callback()
+        try:
+            return self._dom.connect().domainEventRegisterAny(
+                self._dom, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None)
+        except libvirt.libvirtError as e:
+            raise VirtError(f"{self.name}: cannot watch its pauses: {e.get_error_message()}") from None
+
+    def stop_watching(self, watch: int) -> None:
+        try:
+            self._dom.connect().domainEventDeregisterAny(watch)
+        except libvirt.libvirtError:
+            pass   # the connection is gone, and the watch with it
 
     def replay(self) -> ReplayInfo:
         r = self.qmp("query-replay")
@@ -206,6 +241,7 @@ class Host:
 
     def conn(self) -> libvirt.virConnect:
         if self._conn is None or not self._conn.isAlive():
+            _event_loop()
             try:
                 self._conn = libvirt.open(self.uri)
             except libvirt.libvirtError as e:
