@@ -198,10 +198,17 @@ def test_a_backup_that_takes_no_data_is_found_silent_while_sending(tmp_path, pai
     tls = trust.context(pair_dir, server=True)
 
     def mute_backup(srv: socket.socket) -> None:
-        conn, _ = srv.accept()
-        conn = tls.wrap_socket(conn, server_side=True)
-        conn.sendall(encode(Frame(Kind.HELLO, HEADER_SIZE, 0, b"t")))
-        time.sleep(60)   # reads nothing, says nothing
+        # Every connection is taken: on a busy machine the sender may give up on a handshake
+        # this thread was slow to answer, and it must find the next one answered too.
+        kept = []
+        while True:
+            conn, _ = srv.accept()
+            try:
+                conn = tls.wrap_socket(conn, server_side=True)
+                conn.sendall(encode(Frame(Kind.HELLO, HEADER_SIZE, 0, b"t")))
+            except OSError:
+                continue
+            kept.append(conn)   # then reads nothing, says nothing
 
     body = events(2_000_000)   # ~12 MB: more than the socket buffers hold (wmem max 4 MiB)
     with sender_to_listener(tmp_path, pair_dir, body, timeout_s=0.5) as (srv, sender):
