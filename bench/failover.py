@@ -22,7 +22,7 @@ from rich.progress import Progress
 
 from ftorch.config import load
 from ftorch.host import lab
-from ftorch.host.layout import domain_name, paths
+from ftorch.host.layout import domain_names, paths
 from ftorch.ops import pair
 from ftorch.stats import summary
 
@@ -74,7 +74,7 @@ def one_run(cfg_path: Path, tmp: Path, point: str, i: int) -> dict:
         pair.wait_for(lambda: released(cfg) > before + KILL_POINTS[point], 90,
                       "the client to write")
         killed_at = time.time()
-        lab.kill_host(paths(cfg, "a").pid, domain_name(cfg, "a"))
+        lab.kill_host(paths(cfg, "a").pid, domain_names(cfg, "a"))
         pair.wait_for(lambda: pair.try_status(cfg, "b").role in ("live-alone", "fenced"),
                       180, "host B to go live")
         fo = asdict(pair.try_status(cfg, "b").failover)

@@ -18,7 +18,7 @@ from rich.progress import Progress
 from ftorch.config import load
 from ftorch.errors import FtorchError
 from ftorch.host import lab
-from ftorch.host.layout import domain_name, paths
+from ftorch.host.layout import domain_names, paths
 from ftorch.ops import pair
 from ftorch.stats import summary
 
@@ -68,7 +68,7 @@ def clones(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
                 continue
             finally:
                 progress.advance(task)
-            lab.kill_host(paths(cfg, "b").pid, domain_name(cfg, "b"))
+            lab.kill_host(paths(cfg, "b").pid, domain_names(cfg, "b"))
             pair.wait_for(lambda: _settled_alone(cfg, "a"), 120, "host A to go on alone")
     finally:
         client.kill()
@@ -90,7 +90,7 @@ def reprotection(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
         for _ in range(REPROTECTS):
             peer = cfg.peer(live)
             killed = time.time()
-            lab.kill_host(paths(cfg, live).pid, domain_name(cfg, live))
+            lab.kill_host(paths(cfg, live).pid, domain_names(cfg, live))
 
             def protected(p=peer, lv=live) -> bool:
                 return pair.protected(pair.try_status(cfg, p), pair.try_status(cfg, lv))

@@ -124,6 +124,7 @@ class BackupStatus:
     withdrawn: str | None = None     # why it stepped down (a full disk)
     backlog_frames: int = 0          # received, not yet fed to QEMU
     backlog_limit: int = 0           # limits.backlog_frames: past it the backup steps down
+    standby_ready: bool = False      # a recorder waits to take the state at a go-live
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class FailoverStatus:
     replay_s: float | None = None
     save_s: float | None = None
     start_s: float | None = None
+    golive_via: str | None = None    # standby (state loaded into a waiting recorder) or restart
     final_icount: int | None = None
     failovers: int = 0               # times this agent went live or on alone
     offset: int | None = None        # where a handed-over primary cut its log

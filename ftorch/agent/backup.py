@@ -6,6 +6,7 @@ import threading
 import time
 from typing import Any
 
+from ftorch.agent.primary import recorder_spec
 from ftorch.channel import trust
 from ftorch.channel.feeder import Feeder, StreamStart
 from ftorch.channel.framing import Frame
@@ -33,6 +34,7 @@ class Backup:
         self.cfg, self.key, self.host = cfg, key, host
         self.paths = paths(cfg, key)
         self.guest: Guest | None = None
+        self.standby: Guest | None = None   # a recorder waiting to be the live guest
         self.controller: ReplayController | None = None
         self.lag = LagMeter()
         self.loadvm = loadvm
@@ -79,11 +81,46 @@ class Backup:
             self.start_error = str(e)
             log.error("cannot start the replay: %s", e)
             return
+        if self.loadvm:
+            self._drop_loaded_snapshot()
         self.controller = ReplayController(self.guest, self.feeder, margin,
                                            self.cfg.replay.break_interval_ms / 1000, self.lag)
         self.controller.start()
         self._started.set()
         log.info("replaying %s from the stream", spec.name)
+        self._start_standby()
+
+    def _drop_loaded_snapshot(self) -> None:
+        """The clone's snapshot is loaded: delete it from the image before the replay runs
+        (`delvm` is safe only then, as for a recorder). A go-live's `savevm` took 0.6 s in an
+        image still holding it, 0.13 s without (docs/qemu-notes.md)."""
+        assert self.guest is not None and self.loadvm is not None
+        try:
+            self.guest.delvm(self.loadvm)
+        except FtorchError as e:
+            log.warning("the clone's snapshot stays in %s (a go-live's savevm is slower): %s",
+                        self.paths.disk, e)
+
+    def _start_standby(self) -> None:
+        """Start the recorder a go-live will load the replayed state into (`-incoming defer`,
+        paused): libvirt's start of a recorder was half of a go-live (docs/failover.md). It
+        opens the disk image inactive, so it takes no lock from the replay. Without it a
+        go-live starts a recorder from a snapshot, as before."""
+        try:
+            guest = self.host.start(render(recorder_spec(self.cfg, self.key, standby=True)),
+                                    paused=True)
+        except FtorchError as e:
+            log.warning("no standby recorder (a go-live will start one, slower): %s", e)
+            return
+        if self._closing:
+            guest.destroy()
+            return
+        self.standby = guest
+
+    def take_standby(self) -> Guest | None:
+        """The standby recorder, now the go-live's to use or destroy (None: there is none)."""
+        guest, self.standby = self.standby, None
+        return guest if guest is not None and guest.is_active() else None
 
     def _qemu(self) -> str:
         return check_emulator(self.cfg.host(self.key).emulator, self.key,
@@ -123,15 +160,21 @@ class Backup:
         log.error("stepping down as backup: %s", why)
         self.close()
 
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
+    def quiesce(self) -> None:
+        """Stop watching the replay and listening (a go-live's replay is over)."""
         self.disk_ready.set()   # a starter still waiting for a clone's image ends
         if self.controller:
             self.controller.stop()
         self.receiver.stop()
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.quiesce()
         self.host.destroy(domain_name(self.cfg, self.key))
+        if self.standby is not None:
+            self.standby.destroy()
         self.feeder.close()
 
     def status(self) -> BackupStatus:
@@ -156,7 +199,8 @@ class Backup:
             lag_seconds=self.lag.seconds(), break_hits=c.break_hits if c else 0,
             start_icount=self.feeder.start.icount, start_error=self.start_error,
             withdrawn=self.withdrawn, backlog_frames=self.feeder.backlog,
-            backlog_limit=self.cfg.limits.backlog_frames)
+            backlog_limit=self.cfg.limits.backlog_frames,
+            standby_ready=self.standby is not None and self.standby.is_active())
 
 
 class Standby:

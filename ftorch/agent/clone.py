@@ -22,7 +22,6 @@ from pathlib import Path
 from ftorch.agent.primary import Primary
 from ftorch.errors import FtorchError, VirtError
 from ftorch.host.imagecopy import check_image, copy_image
-from ftorch.host.layout import domain_name
 from ftorch.rr.snapshot import read_section
 from ftorch.rr.timerstate import settle
 
@@ -48,7 +47,7 @@ def restart_from(old: Primary, tag: str, icount: int, steps: dict[str, float]) -
     # the tap stays open: inbound frames wait in it for the new recorder instead of being lost
     lan = old.net.stop(keep_port=True)
     old.close()
-    name = domain_name(old.cfg, old.key)
+    name = old.domain
     if not old.host.wait_gone(name, timeout=30):
         raise VirtError(f"clone: the recording QEMU {name} did not go away")
     check_image(str(old.paths.disk))

@@ -42,7 +42,7 @@ class FailoverWatch(Worker):
         self.generation: int | None = None   # the pair's generation this side operates under
         self.reason = ""
         self.error = ""                      # what went wrong, kept when the role moves on
-        self.times: dict[str, float] = {}
+        self.times: dict[str, float | str] = {}
         self._timeout = 60.0                 # for a handover
         self.stream: dict = {}               # what the backup had received when it went live
         self.failovers = 0                   # went live or on alone (a metric)
@@ -183,7 +183,7 @@ class FailoverWatch(Worker):
             self._apply(Event.GO_LIVE_FAILED)
             return
         self.times.update(replay_s=t.replay_s, save_s=t.save_s, start_s=t.start_s,
-                          final_icount=t.final_icount, live_at=time.time())
+                          final_icount=t.final_icount, live_at=time.time(), golive_via=t.via)
         self.subject = live
         self.on_live(live)
         self._apply(Event.LIVE)     # its OPEN_GATE_UNGATED counts the failover

@@ -2,8 +2,13 @@
 
 Replay exactly to the end of what was received (completions for the disk requests in flight and
 an END close the stream: see Feeder.inject_end), stop, save the state as an internal snapshot,
-repair the snapshot's replay section, and start a recording QEMU from it with this host's NIC on
-the LAN; then announce the guest's MAC so the LAN finds it here.
+and repair the snapshot's replay section (rr/snapshot.py says why). Then the state goes into
+the backup's standby recorder, started long before with `-incoming defer` (it opened the disk
+inactive, so the replay kept its lock): the snapshot's VM state is a migration stream, loaded
+over a unix socket in ~0.1 s. Without a standby, a recorder starts from the snapshot (libvirt's
+start and QEMU's load: 0.4-0.9 s). A live migration from the replaying QEMU is not possible:
+QEMU 10.0's migration thread reads the host clock outside the replay lock and aborts
+(docs/qemu-notes.md). Last, the guest's MAC is announced so the LAN finds it here.
 """
 from __future__ import annotations
 
@@ -13,11 +18,12 @@ from dataclasses import dataclass
 
 from ftorch.agent.backup import Backup
 from ftorch.agent.primary import Primary
-from ftorch.errors import VirtError
+from ftorch.errors import FtorchError, VirtError
 from ftorch.gate.netbridge import LanPort
 from ftorch.host.imagecopy import check_image
 from ftorch.host.layout import domain_name
-from ftorch.rr.snapshot import repair
+from ftorch.host.virt import Guest
+from ftorch.rr.snapshot import repair, vmstate_chunks
 
 log = logging.getLogger("ftorch.golive")
 SNAPSHOT = "ftorch-golive"
@@ -27,8 +33,9 @@ SNAPSHOT = "ftorch-golive"
 class GoLiveTimes:
     replay_s: float = 0.0      # replaying what was left in the spool
     save_s: float = 0.0        # stop + savevm + quit + snapshot repair
-    start_s: float = 0.0       # recording QEMU from the snapshot until running
+    start_s: float = 0.0       # the recorder loading the state until running
     final_icount: int = 0
+    via: str = ""              # standby (the state loaded into it) or restart (-loadvm)
 
 
 def go_live(backup: Backup, timeout_s: float = 300.0) -> tuple[Primary, GoLiveTimes]:
@@ -59,30 +66,72 @@ def _go_live(backup: Backup, timeout_s: float, lan: LanPort, t0: float) -> tuple
     assert guest is not None
     guest.savevm(SNAPSHOT)
     t_saved = time.monotonic()
-    guest.kill_now()   # the snapshot is flushed to the image; a clean exit only costs time
-    backup.close()
-    name = domain_name(backup.cfg, backup.key)
-    if not backup.host.wait_gone(name, timeout=30):
-        raise VirtError(f"go-live: the replaying QEMU {name} did not go away")
-    t_gone = time.monotonic()
-    check_image(str(backup.paths.disk))   # killed, not shut down: make sure the image is sound
-    before, _ = repair(str(backup.paths.disk), SNAPSHOT)
-    log.info("go-live snapshot repaired: it held data_kind %d, unread %d, read_event_id %d, "
-             "block_request_id %d (stop+savevm %.2f s, backup closed %.2f s, repair %.2f s)",
-             before.data_kind, before.has_unread_data, before.read_event_id,
-             before.block_request_id, t_saved - t1, t_gone - t_saved, time.monotonic() - t_gone)
-    t2 = time.monotonic()
+    backup.quiesce()   # the replay is over: nothing more to feed or watch
+    standby = backup.take_standby()
+    live = None
+    if standby is not None:
+        try:
+            live, t2 = _into_standby(backup, guest, standby, lan, t)
+        except FtorchError as e:   # the snapshot is whole: start a recorder from it instead
+            log.error("go-live: the standby recorder did not take the state (%s); starting a "
+                      "recorder from the snapshot", e)
+    if live is None:
+        live, t2 = _from_snapshot(backup, guest, lan, t)
     t.save_s = t2 - t1
-    live = Primary(backup.cfg, backup.key, backup.host, mode="unprotected", loadvm=SNAPSHOT,
-                   base_icount=t.final_icount, lan=lan)
-    live.net.inbound_open.clear()   # the frames waiting in the tap go in once the guest runs
-    live.start(paused=True)
-    assert live.guest is not None
     live.drop_snapshots()   # loaded, so not needed; only safe before the guest runs
     live.resume_guest()
     live.net.inbound_open.set()
     live.announce()
     t.start_s = time.monotonic() - t2
-    log.info("live on host %s at icount %d: replay %.2f s, save %.2f s, start %.2f s",
-             backup.key, t.final_icount, t.replay_s, t.save_s, t.start_s)
+    log.info("live on host %s at icount %d via %s: replay %.2f s, save %.2f s (savevm %.2f s), "
+             "start %.2f s", backup.key, t.final_icount, t.via, t.replay_s, t.save_s,
+             t_saved - t1, t.start_s)
+    backup.close()   # after the guest runs: libvirt's clean-up of the replay takes ~0.2 s
     return live, t
+
+
+def _repaired(backup: Backup) -> None:
+    check_image(str(backup.paths.disk))   # killed, not shut down: make sure the image is sound
+    before, _ = repair(str(backup.paths.disk), SNAPSHOT)
+    log.info("go-live snapshot repaired: it held data_kind %d, unread %d, read_event_id %d, "
+             "block_request_id %d", before.data_kind, before.has_unread_data,
+             before.read_event_id, before.block_request_id)
+
+
+def _into_standby(backup: Backup, guest: Guest, standby: Guest, lan: LanPort,
+                  t: GoLiveTimes) -> tuple[Primary, float]:
+    """Load the snapshot's VM state into the standby recorder: it is the live guest, paused.
+    Also returns when the load began."""
+    t.via = "standby"
+    try:
+        if not guest.kill_and_wait():
+            raise VirtError(f"go-live: the replaying QEMU {guest.name} did not exit")
+        _repaired(backup)
+        began = time.monotonic()
+        standby.load_state(str(backup.paths.golive_sock),
+                           vmstate_chunks(str(backup.paths.disk), SNAPSHOT), timeout=60)
+    except BaseException:
+        standby.destroy()
+        raise
+    live = Primary(backup.cfg, backup.key, backup.host, mode="unprotected",
+                   base_icount=t.final_icount, lan=lan, standby=True)
+    live.net.inbound_open.clear()   # the frames waiting in the tap go in once the guest runs
+    live.adopt(standby)
+    return live, began
+
+
+def _from_snapshot(backup: Backup, guest: Guest, lan: LanPort,
+                   t: GoLiveTimes) -> tuple[Primary, float]:
+    """No standby: start a recorder from the snapshot (-loadvm); also returns when it began."""
+    t.via = "restart"
+    guest.kill_now()   # the snapshot is flushed to the image; a clean exit only costs time
+    name = domain_name(backup.cfg, backup.key)
+    if not backup.host.wait_gone(name, timeout=30):
+        raise VirtError(f"go-live: the replaying QEMU {name} did not go away")
+    _repaired(backup)
+    began = time.monotonic()
+    live = Primary(backup.cfg, backup.key, backup.host, mode="unprotected", loadvm=SNAPSHOT,
+                   base_icount=t.final_icount, lan=lan)
+    live.net.inbound_open.clear()   # the frames waiting in the tap go in once the guest runs
+    live.start(paused=True)
+    return live, began

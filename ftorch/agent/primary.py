@@ -14,29 +14,41 @@ from ftorch.gate.netbridge import LanPort, NetBridge
 from ftorch.gate.shim import build as build_shim
 from ftorch.host.layout import domain_name, guest_spec, paths
 from ftorch.host.virt import Guest, Host, check_emulator
-from ftorch.rr.domain import Mode, render
+from ftorch.rr.domain import GuestSpec, Mode, render
 from ftorch.stats import summary, wall_clock
 from ftorch.status import ChannelStatus, GateStatus, NetStatus, PrimaryStatus, Summary
 
 log = logging.getLogger("ftorch.primary")
 
 
+def recorder_spec(cfg: PairConfig, key: str, loadvm: str | None = None,
+                  standby: bool = False) -> GuestSpec:
+    """A recording QEMU for host key, with the log-flush shim unless replay.flush_us is 0."""
+    shim = str(build_shim()) if cfg.replay.flush_us else None   # 0: QEMU's own 4 KiB
+    return guest_spec(cfg, key, Mode.RECORD, shim, loadvm, standby)
+
+
 class Primary:
     def __init__(self, cfg: PairConfig, key: str, host: Host, mode: str = "protected",
-                 loadvm: str | None = None, base_icount: int = 0, lan: LanPort | None = None) -> None:
+                 loadvm: str | None = None, base_icount: int = 0, lan: LanPort | None = None,
+                 standby: bool = False) -> None:
         """mode: protected (record + stream to the backup), unprotected (record only),
         plain (no record/replay: the benchmarks' baseline). loadvm: start from this snapshot
-        (a go-live) instead of booting; base_icount: the snapshot's instruction count.
-        lan: this host's tap, already open (inbound frames waiting in it are delivered)."""
+        (a clone's restart) instead of booting; base_icount: the snapshot's instruction count.
+        lan: this host's tap, already open (inbound frames waiting in it are delivered).
+        standby: the guest is a backup's standby recorder, adopted at a go-live (adopt())."""
         self.cfg, self.key, self.host = cfg, key, host
         self.mode = mode
         self.loadvm = loadvm
+        self.standby = standby
+        self.domain = domain_name(cfg, key, standby)
         self.paths = paths(cfg, key)
         self.guest: Guest | None = None
         self.disk_paused = False
         self.tail = LogTail(str(self.paths.rr_log), cfg.channel.frame_max_bytes, base_icount,
                             keep=cfg.limits.log_keep_mib << 20)
-        self.net = NetBridge(str(self.paths.net_sock), cfg.host(key).tap,
+        net_sock = self.paths.standby_net_sock if standby else self.paths.net_sock
+        self.net = NetBridge(str(net_sock), cfg.host(key).tap,
                              self._log_size if mode != "plain" else None, gated=mode == "protected",
                              max_held=cfg.limits.gate_frames, port=lan)
         self.sender = self._new_sender()
@@ -62,11 +74,20 @@ class Primary:
         if self.mode == "plain":
             spec = guest_spec(self.cfg, self.key, Mode.PLAIN)
         else:
-            shim = str(build_shim()) if self.cfg.replay.flush_us else None  # 0: QEMU's own 4 KiB
-            spec = guest_spec(self.cfg, self.key, Mode.RECORD, shim, self.loadvm)
+            spec = recorder_spec(self.cfg, self.key, self.loadvm)
             self.tail.start()
         self.guest = self.host.start(render(spec), paused=paused)
         log.info("running %s %s (QEMU %s)", spec.name, self.mode, version)
+        self._run_io()
+
+    def adopt(self, guest: Guest) -> None:
+        """Take over a recorder that is already there (a go-live's standby, its state loaded)."""
+        self.tail.start()
+        self.guest = guest
+        log.info("running %s %s (adopted)", guest.name, self.mode)
+        self._run_io()
+
+    def _run_io(self) -> None:
         self.net.start()
         if self.mode == "protected":
             self.sender.start()
@@ -150,18 +171,17 @@ class Primary:
         """Stop QEMU cleanly: it writes END and the header; the backup gets all of the log."""
         if self.guest is not None and self.guest.is_active():
             self.guest.stop_gracefully()
-        return {"stopping": domain_name(self.cfg, self.key)}
+        return {"stopping": self.domain}
 
     def close(self) -> None:
         """Stop QEMU cleanly if it still runs (so its log is complete), then everything else."""
-        name = domain_name(self.cfg, self.key)
         if self.guest is not None and self.guest.is_active():
             self.guest.stop_gracefully()
-            self.host.wait_gone(name, timeout=15)
+            self.host.wait_gone(self.domain, timeout=15)
         self.sender.stop()
         self.net.stop()
         self.tail.stop()
-        self.host.destroy(name)
+        self.host.destroy(self.domain)
 
     def status(self) -> PrimaryStatus:
         s = self.sender.stats

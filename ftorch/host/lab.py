@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,11 +182,17 @@ def cut_link(key: str, up_: bool) -> None:
     _ip("-n", LAN_NS, "link", "set", host.lan_port, "up" if up_ else "down")
 
 
-def kill_host(agent_pid_file: Path, domain: str) -> None:
-    """A host dies: its agent and its QEMU get SIGKILL, nothing shuts down cleanly."""
-    agent_pid = int(agent_pid_file.read_text())
-    qemu_pid = int(Path(f"/run/libvirt/qemu/{domain}.pid").read_text())
-    for pid in (agent_pid, qemu_pid):
+def kill_host(agent_pid_file: Path, domains: Iterable[str]) -> None:
+    """A host dies: its agent and the QEMUs of those of `domains` that run there get SIGKILL,
+    nothing shuts down cleanly."""
+    pids = [int(agent_pid_file.read_text())]
+    for domain in domains:
+        pid_file = Path(f"/run/libvirt/qemu/{domain}.pid")
+        if pid_file.exists():
+            pids.append(int(pid_file.read_text()))
+    if len(pids) == 1:
+        raise LabError(f"no QEMU of {', '.join(domains)} runs: nothing of the guest to kill")
+    for pid in pids:
         os.kill(pid, signal.SIGKILL)
 
 

@@ -16,6 +16,8 @@ class PairPaths:
     def __getattr__(self, name: str) -> Path:
         files = {"disk": "data.qcow2", "kernel": "vmlinuz", "initrd": "initramfs.cpio.gz",
                  "rr_log": "rr.log", "serial": "serial.log", "net_sock": "net.sock",
+                 "standby_net_sock": "net-standby.sock", "golive_sock": "golive.sock",
+                 "standby_serial": "serial-standby.log",
                  "fifo": "replay.fifo", "spool": "rx.log", "control": "agent.sock", "agent_log": "agent.log",
                  "pid": "agent.pid"}
         if name in files:
@@ -27,8 +29,15 @@ def paths(cfg: PairConfig, key: str) -> PairPaths:
     return PairPaths(cfg.host(key).path / cfg.pair)
 
 
-def domain_name(cfg: PairConfig, key: str) -> str:
-    return f"ftorch-{cfg.pair}-{key}"
+def domain_name(cfg: PairConfig, key: str, standby: bool = False) -> str:
+    """The guest's domain on host key; standby: the recorder a backup keeps waiting beside its
+    replay, to become the live guest at a go-live (agent/golive.py)."""
+    return f"ftorch-{cfg.pair}-{key}" + ("-standby" if standby else "")
+
+
+def domain_names(cfg: PairConfig, key: str) -> tuple[str, str]:
+    """Every domain of the pair on host key: what to destroy when it must all go."""
+    return domain_name(cfg, key), domain_name(cfg, key, standby=True)
 
 
 def image_dir(cfg: PairConfig) -> Path:
@@ -46,18 +55,24 @@ def smbios_uuid(cfg: PairConfig) -> str:
 
 
 def guest_spec(cfg: PairConfig, key: str, mode: Mode, shim: str | None = None,
-               loadvm: str | None = None) -> GuestSpec:
+               loadvm: str | None = None, standby: bool = False) -> GuestSpec:
+    """standby: a recorder that waits for a VM state (`-incoming defer`), beside the replay."""
     p = paths(cfg, key)
     ip = ipaddress.ip_interface(cfg.guest.ip)
+    net_sock = p.standby_net_sock if standby else p.net_sock
     env = {"FTORCH_RR_LOG": str(p.rr_log), "FTORCH_FLUSH_US": str(cfg.replay.flush_us),
-           "FTORCH_NET_SOCK": str(p.net_sock),
+           "FTORCH_NET_SOCK": str(net_sock),
            "FTORCH_KICK": "1" if cfg.replay.inbound_kick else "0"}
     return GuestSpec(
-        name=domain_name(cfg, key), kernel=str(p.kernel), initrd=str(p.initrd),
+        name=domain_name(cfg, key, standby), kernel=str(p.kernel), initrd=str(p.initrd),
         cmdline=f"console=ttyS0 quiet {cfg.guest.cmdline_extra} ftorch.ip={ip.with_prefixlen}",
         disk=str(p.disk), rr_log=str(p.fifo if mode == Mode.REPLAY else p.rr_log),
-        net_socket=str(p.net_sock), serial_log=str(p.serial), mac=cfg.guest.mac,
+        # libvirt (virtlogd) lets one domain at a time have a serial file: the standby has its
+        # own, which holds the console from a go-live until the next clone's restart
+        net_socket=str(net_sock), serial_log=str(p.standby_serial if standby else p.serial),
+        mac=cfg.guest.mac,
         smbios_uuid=smbios_uuid(cfg), memory_mib=cfg.guest.memory_mib, mode=mode,
         shim=shim if mode == Mode.RECORD else None, loadvm=loadvm,
+        incoming="defer" if standby else None,
         emulator=cfg.host(key).emulator,
         env=env if mode == Mode.RECORD and shim else {})

@@ -230,15 +230,17 @@ def logs(config: str = typer.Argument(..., help="The pair's YAML config."),
          host: str = typer.Argument(..., help="a or b"),
          lines: int = typer.Option(40, "--lines", "-n", help="How many lines, from the end."),
          which: str = typer.Option("agent", help="agent (agent.log), previous (the last agent's "
-                                                 "log, agent.log.1) or serial (the guest's "
-                                                 "console)")) -> None:
+                                                 "log, agent.log.1), serial (the guest's "
+                                                 "console) or standby-serial (its console "
+                                                 "from a go-live until the next clone)")) -> None:
     """Show the end of a host's agent log (or the guest's serial console), read over SSH.
 
     Example: ftorch logs examples/lab.yaml b -n 20
     """
     from ftorch.rpc.hosts import Hosts, pair_dir
     cfg = _config(config)
-    files = {"agent": "agent.log", "previous": "agent.log.1", "serial": "serial.log"}
+    files = {"agent": "agent.log", "previous": "agent.log.1", "serial": "serial.log",
+             "standby-serial": "serial-standby.log"}
     if host not in cfg.hosts or which not in files:
         _fail(ConfigError(f"host must be one of {', '.join(cfg.hosts)} and --which one of "
                           f"{', '.join(files)}"))

@@ -8,7 +8,7 @@ from ftorch.channel import trust
 from ftorch.channel.horizon import LEVEL_INSTRUCTIONS
 from ftorch.config import PairConfig
 from ftorch.errors import AgentUnreachable, FtorchError
-from ftorch.host.layout import domain_name
+from ftorch.host.layout import domain_names
 from ftorch.host.prepare import image_files
 from ftorch.rpc.hosts import Hosts, pair_dir
 from ftorch.status import SideStatus
@@ -68,8 +68,8 @@ def up(cfg: PairConfig, wait: bool, timeout: float, mode: str = "protected") -> 
     for key in keys:
         hosts(key).check_emulator(cfg.host(key).emulator, cfg.replay.inbound_kick)
     for key in ("a", "b"):
-        found = hosts(key).probe(pair_dir(cfg, key), domain_name(cfg, key))
-        if found.agent or found.domain:
+        found = [hosts(key).probe(pair_dir(cfg, key), name) for name in domain_names(cfg, key)]
+        if found[0].agent or any(f.domain for f in found):
             raise FtorchError(f"pair {cfg.pair} is already running on host {key}: "
                               f"`ftorch down {cfg.source}` first")
     # a new run of the pair: host A owns generation 1 (safe: nothing of it runs, see above)
@@ -144,7 +144,8 @@ def down(cfg: PairConfig, timeout: float, force: bool) -> dict[str, Any]:
             pass
         wait_for(lambda k=key: not _reachable(cfg, k), 30, f"the agent on host {key} to quit")
         try:  # idempotent: also when the agent was gone
-            Hosts(cfg)(key).destroy_domain(domain_name(cfg, key))
+            for name in domain_names(cfg, key):
+                Hosts(cfg)(key).destroy_domain(name)
         except AgentUnreachable as e:
             unreachable.append(e)
     if unreachable:

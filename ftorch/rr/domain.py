@@ -36,6 +36,7 @@ class GuestSpec:
     shim: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     loadvm: str | None = None
+    incoming: str | None = None   # "defer": wait for a VM state to load (a standby recorder)
     emulator: str = "/usr/bin/qemu-system-x86_64"
 
 
@@ -63,6 +64,8 @@ def qemu_args(spec: GuestSpec) -> list[str]:
             *nic, "-object", "filter-replay,id=fr1,netdev=n1"]
     if spec.loadvm:
         args += ["-loadvm", spec.loadvm]
+    if spec.incoming:
+        args += ["-incoming", spec.incoming]
     return args
 
 

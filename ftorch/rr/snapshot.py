@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from ftorch.errors import FtorchError
@@ -212,6 +212,17 @@ def write_section(path: str, tag: str,
         after = change(before)
         img.write_vmstate(snap, at + _HEAD, encode_fields(after))
         return before, after
+    finally:
+        img.close()
+
+
+def vmstate_chunks(path: str, tag: str, size: int = 4 << 20) -> Iterator[bytes]:
+    """Snapshot `tag`'s VM state, a migration stream, in pieces of `size` bytes."""
+    img = Qcow2(path)
+    try:
+        snap = img.vmstate_snapshot(tag)
+        for at in range(0, snap.vm_state_size, size):
+            yield img.read_vmstate(snap, at, min(size, snap.vm_state_size - at))
     finally:
         img.close()
 

@@ -16,7 +16,7 @@ import yaml
 
 from ftorch.config import PairConfig, load
 from ftorch.host import lab, labssh
-from ftorch.host.layout import domain_name
+from ftorch.host.layout import domain_names
 from ftorch.host.virt import Host
 from ftorch.ops.pair import PairStatus
 from ftorch.status import SideStatus, unreachable
@@ -76,7 +76,8 @@ def running_pair(cfg_path: Path) -> Iterator[PairConfig]:
         ftorch("down", str(cfg_path), "--force", check=False)
         host = Host()
         for key in ("a", "b"):  # by our own domain names, also if the agents died
-            host.destroy(domain_name(cfg, key))
+            for name in domain_names(cfg, key):
+                host.destroy(name)
         if lab.LAN_NS in lab.namespaces():
             lab.cut_link("a", True)
         lab.down()

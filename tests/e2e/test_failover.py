@@ -12,7 +12,7 @@ import pytest
 
 from ftorch.agent.golive import SNAPSHOT
 from ftorch.host import lab
-from ftorch.host.layout import domain_name, paths
+from ftorch.host.layout import domain_names, paths
 from ftorch.host.virt import Host
 from ftorch.ops import pair
 
@@ -29,7 +29,7 @@ def ft_pair(tmp_path):
 
 
 def kill_host(cfg, key: str) -> None:
-    lab.kill_host(paths(cfg, key).pid, domain_name(cfg, key))
+    lab.kill_host(paths(cfg, key).pid, domain_names(cfg, key))
 
 
 # Where the primary dies: after how many frames the gate released since the client started
@@ -51,6 +51,8 @@ def test_sigkill_primary_client_carries_on_over_the_same_connection(ft_pair, poi
         after = random.randint(2, 500)
         print(f"random kill point: {after} released frames")
     pair.wait_caught_up(cfg, timeout=300)
+    wait_until(lambda: side(cfg_path, "b").backup.standby_ready, 60,
+               "host B's standby recorder to be ready")
     released = side(cfg_path, "a").primary.gate.released
     client = Client(tmp / "ft.json", duration=45, prefix="f", verify=True)
     others = [Client(tmp / f"load{i}.json", duration=40, prefix=f"l{i}", verify=True)
@@ -63,6 +65,8 @@ def test_sigkill_primary_client_carries_on_over_the_same_connection(ft_pair, poi
                    and s, 180, "host B to go live (or give up)")
     assert b.role == "live-alone", b.failover
     assert b.failover.generation == 2
+    # the replayed state went into the standby recorder that waited beside the replay
+    assert b.failover.golive_via == "standby", b.failover
     # the go-live snapshot, loaded, is dropped from the live disk (read-only, shared look)
     info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json",
                                       str(paths(cfg, "b").disk)], check=True,
@@ -93,10 +97,11 @@ def test_planned_failover_switches_hosts_and_the_client_carries_on(ft_pair):
                "the client to be writing through the primary", every=0.05)
     d = json.loads(ftorch("failover", str(cfg_path), "--json", timeout=600).stdout)
     assert (d["from"], d["to"], d["generation"]) == ("a", "b", 2)
+    assert d["golive_via"] == "standby", d
     st = status(cfg_path).hosts
     assert st["b"].role == "live-alone" and st["b"].failover.generation == 2
     assert st["a"].role == "unreachable"          # the old primary stopped
-    assert Host().lookup(domain_name(cfg, "a")) is None
+    assert all(Host().lookup(name) is None for name in domain_names(cfg, "a"))
     res = client.result(timeout=400)
     assert res["errors"] == [] and res["mismatches"] == [], "the switch lost or broke something"
     assert any(t > st["b"].failover.live_at for t in res["ack_times"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ftorch.host import lab
-from ftorch.host.layout import domain_name, paths
+from ftorch.host.layout import domain_names, paths
 from ftorch.ops import pair
 
 from .lab_helpers import Client, running_pair, side, wait_until, write_config
@@ -29,7 +29,7 @@ def ft_pair(tmp_path, request):
 
 
 def kill_a(cfg) -> None:
-    lab.kill_host(paths(cfg, "a").pid, domain_name(cfg, "a"))
+    lab.kill_host(paths(cfg, "a").pid, domain_names(cfg, "a"))
 
 
 def test_stream_cut_inside_a_frame_goes_live_at_the_last_whole_frame(ft_pair):

@@ -12,7 +12,7 @@ from dashboard import queries
 from prometheus_client.parser import text_string_to_metric_families
 
 from ftorch.host import lab, labprom
-from ftorch.host.layout import domain_name, paths
+from ftorch.host.layout import domain_names, paths
 
 from .lab_helpers import Client, ftorch, side, wait_until, write_config
 from .test_protect import protected_by, unprotected_pair
@@ -96,7 +96,7 @@ def test_metrics_prometheus_rules_and_dashboard_during_a_run_and_a_failover(tmp_
                        "--interval", "0.5").stdout.splitlines()
         assert [json.loads(x)["hosts"]["b"]["role"] for x in lines] == ["backup", "backup"]
 
-        lab.kill_host(paths(cfg, "a").pid, domain_name(cfg, "a"))
+        lab.kill_host(paths(cfg, "a").pid, domain_names(cfg, "a"))
         wait_until(lambda: side(cfg_path, "b").role == "live-alone", 120, "host B to go live")
         b = scrape(b_addr, port)
         assert one(b, "ftorch_failovers_total") == 1

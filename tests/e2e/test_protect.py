@@ -12,7 +12,7 @@ import yaml
 
 from ftorch.config import PairConfig, load
 from ftorch.host import lab
-from ftorch.host.layout import domain_name, paths
+from ftorch.host.layout import domain_names, paths
 from ftorch.host.virt import Host
 from ftorch.ops import pair
 
@@ -31,7 +31,8 @@ def unprotected_pair(cfg_path: Path) -> Iterator[PairConfig]:
     finally:
         ftorch("down", str(cfg_path), "--force", check=False)
         for key in ("a", "b"):
-            Host().destroy(domain_name(cfg, key))
+            for name in domain_names(cfg, key):
+                Host().destroy(name)
         lab.down()
 
 
@@ -112,7 +113,7 @@ def test_bad_clones_are_refused_then_a_good_one_protects_and_takes_over(tmp_path
         p, b = protected_by(cfg_path, "a")
         assert b.backup.start_icount == res["icount"]
         pair.wait_caught_up(cfg, timeout=300)
-        lab.kill_host(paths(cfg, "a").pid, domain_name(cfg, "a"))
+        lab.kill_host(paths(cfg, "a").pid, domain_names(cfg, "a"))
         b = wait_until(lambda: (s := side(cfg_path, "b")).role in ("live-alone", "fenced")
                        and s, 180, "host B to go live")
         assert b.role == "live-alone", b.failover
@@ -138,7 +139,7 @@ def test_three_failovers_with_reprotection_keep_every_record(tmp_path):
             if n:
                 protected_by(cfg_path, live, timeout=150)
                 pair.wait_caught_up(cfg, timeout=300)
-            lab.kill_host(paths(cfg, live).pid, domain_name(cfg, live))
+            lab.kill_host(paths(cfg, live).pid, domain_names(cfg, live))
             s = wait_until(lambda p=peer: (x := side(cfg_path, p)).role in
                            ("live-alone", "fenced") and x, 180, f"host {peer} to go live")
             assert s.role == "live-alone", s.failover
