@@ -106,6 +106,7 @@ class Backup:
         paused): libvirt's start of a recorder was half of a go-live (docs/failover.md). It
         opens the disk image inactive, so it takes no lock from the replay. Without it a
         go-live starts a recorder from a snapshot, as before."""
+        t0 = time.monotonic()
         try:
             guest = self.host.start(render(recorder_spec(self.cfg, self.key, standby=True)),
                                     paused=True)
@@ -116,6 +117,8 @@ class Backup:
             guest.destroy()
             return
         self.standby = guest
+        log.info("standby recorder %s waiting (started in %.2f s)", guest.name,
+                 time.monotonic() - t0)
 
     def take_standby(self) -> Guest | None:
         """The standby recorder, now the go-live's to use or destroy (None: there is none)."""
@@ -203,7 +206,7 @@ class Backup:
             standby_ready=self.standby is not None and self.standby.is_active())
 
 
-class Standby:
+class AwaitingClone:
     """An agent waiting to become a clone's backup (`begin`): nothing runs yet."""
 
     def start(self) -> None:

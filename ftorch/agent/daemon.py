@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ftorch.agent import metrics
-from ftorch.agent.backup import Backup, Standby
+from ftorch.agent.backup import AwaitingClone, Backup
 from ftorch.agent.control import ControlServer
 from ftorch.agent.failover import FailoverWatch
 from ftorch.agent.guard import ResourceGuard
@@ -41,9 +41,9 @@ class Agent:
         self.cfg = load(config_path)
         self.key = key
         self.paths = paths(self.cfg, key)
-        self.role: Primary | Backup | Standby = (
+        self.role: Primary | Backup | AwaitingClone = (
             Primary(self.cfg, key, Host(), mode) if role == "primary"
-            else Standby() if role == "standby" else Backup(self.cfg, key, Host()))
+            else AwaitingClone() if role == "standby" else Backup(self.cfg, key, Host()))
         self.watch: FailoverWatch | None = None
         self.done = threading.Event()
         self.reprotect = Reprotector(self)
@@ -108,7 +108,7 @@ class Agent:
         """Commands of re-protection (protect.py); None if cmd is not one of them."""
         if cmd == "protect" and isinstance(self.role, Primary):
             return self.reprotect.run_once()
-        if cmd == "begin" and isinstance(self.role, Standby):
+        if cmd == "begin" and isinstance(self.role, AwaitingClone):
             start = StreamStart(int(req["offset"]), int(req["icount"]), int(req["block"]))
             backup = Backup(self.cfg, self.key, Host(), start, loadvm=str(req["tag"]))
             backup.start()

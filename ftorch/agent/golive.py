@@ -113,9 +113,7 @@ def _into_standby(backup: Backup, guest: Guest, standby: Guest, lan: LanPort,
     except BaseException:
         standby.destroy()
         raise
-    live = Primary(backup.cfg, backup.key, backup.host, mode="unprotected",
-                   base_icount=t.final_icount, lan=lan, standby=True)
-    live.net.inbound_open.clear()   # the frames waiting in the tap go in once the guest runs
+    live = _live(backup, lan, t, standby=True)
     live.adopt(standby)
     return live, began
 
@@ -130,8 +128,15 @@ def _from_snapshot(backup: Backup, guest: Guest, lan: LanPort,
         raise VirtError(f"go-live: the replaying QEMU {name} did not go away")
     _repaired(backup)
     began = time.monotonic()
-    live = Primary(backup.cfg, backup.key, backup.host, mode="unprotected", loadvm=SNAPSHOT,
-                   base_icount=t.final_icount, lan=lan)
-    live.net.inbound_open.clear()   # the frames waiting in the tap go in once the guest runs
+    live = _live(backup, lan, t, loadvm=SNAPSHOT)
     live.start(paused=True)
     return live, began
+
+
+def _live(backup: Backup, lan: LanPort, t: GoLiveTimes, loadvm: str | None = None,
+          standby: bool = False) -> Primary:
+    """The live role on this host, recording alone from the go-live's instruction count."""
+    live = Primary(backup.cfg, backup.key, backup.host, mode="unprotected", loadvm=loadvm,
+                   base_icount=t.final_icount, lan=lan, standby=standby)
+    live.net.inbound_open.clear()   # the frames waiting in the tap go in once the guest runs
+    return live

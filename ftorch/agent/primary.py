@@ -12,7 +12,7 @@ from ftorch.config import PairConfig
 from ftorch.errors import FtorchError
 from ftorch.gate.netbridge import LanPort, NetBridge
 from ftorch.gate.shim import build as build_shim
-from ftorch.host.layout import domain_name, guest_spec, paths
+from ftorch.host.layout import domain_name, guest_spec, net_socket, paths
 from ftorch.host.virt import Guest, Host, check_emulator
 from ftorch.rr.domain import GuestSpec, Mode, render
 from ftorch.stats import summary, wall_clock
@@ -40,15 +40,13 @@ class Primary:
         self.cfg, self.key, self.host = cfg, key, host
         self.mode = mode
         self.loadvm = loadvm
-        self.standby = standby
         self.domain = domain_name(cfg, key, standby)
         self.paths = paths(cfg, key)
         self.guest: Guest | None = None
         self.disk_paused = False
         self.tail = LogTail(str(self.paths.rr_log), cfg.channel.frame_max_bytes, base_icount,
                             keep=cfg.limits.log_keep_mib << 20)
-        net_sock = self.paths.standby_net_sock if standby else self.paths.net_sock
-        self.net = NetBridge(str(net_sock), cfg.host(key).tap,
+        self.net = NetBridge(str(net_socket(cfg, key, standby)), cfg.host(key).tap,
                              self._log_size if mode != "plain" else None, gated=mode == "protected",
                              max_held=cfg.limits.gate_frames, port=lan)
         self.sender = self._new_sender()

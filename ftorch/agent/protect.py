@@ -71,7 +71,7 @@ def peer_free(cfg: PairConfig, me: str) -> bool:
     peer = cfg.peer(me)
     hosts = Hosts(cfg, me)
     try:
-        if not hosts(peer).probe(pair_dir(cfg, peer), "").agent:
+        if not hosts(peer).probe(pair_dir(cfg, peer)).agent:
             return True
         st = hosts.status(peer)
         return st.role == "withdrawn" and not (st.guard and st.guard.tripped)

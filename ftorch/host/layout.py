@@ -35,6 +35,12 @@ def domain_name(cfg: PairConfig, key: str, standby: bool = False) -> str:
     return f"ftorch-{cfg.pair}-{key}" + ("-standby" if standby else "")
 
 
+def net_socket(cfg: PairConfig, key: str, standby: bool = False) -> Path:
+    """The socket the guest's NIC serves and the agent's bridge dials (each domain its own)."""
+    p = paths(cfg, key)
+    return p.standby_net_sock if standby else p.net_sock
+
+
 def domain_names(cfg: PairConfig, key: str) -> tuple[str, str]:
     """Every domain of the pair on host key: what to destroy when it must all go."""
     return domain_name(cfg, key), domain_name(cfg, key, standby=True)
@@ -59,7 +65,7 @@ def guest_spec(cfg: PairConfig, key: str, mode: Mode, shim: str | None = None,
     """standby: a recorder that waits for a VM state (`-incoming defer`), beside the replay."""
     p = paths(cfg, key)
     ip = ipaddress.ip_interface(cfg.guest.ip)
-    net_sock = p.standby_net_sock if standby else p.net_sock
+    net_sock = net_socket(cfg, key, standby)
     env = {"FTORCH_RR_LOG": str(p.rr_log), "FTORCH_FLUSH_US": str(cfg.replay.flush_us),
            "FTORCH_NET_SOCK": str(net_sock),
            "FTORCH_KICK": "1" if cfg.replay.inbound_kick else "0"}

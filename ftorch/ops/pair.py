@@ -68,8 +68,8 @@ def up(cfg: PairConfig, wait: bool, timeout: float, mode: str = "protected") -> 
     for key in keys:
         hosts(key).check_emulator(cfg.host(key).emulator, cfg.replay.inbound_kick)
     for key in ("a", "b"):
-        found = [hosts(key).probe(pair_dir(cfg, key), name) for name in domain_names(cfg, key)]
-        if found[0].agent or any(f.domain for f in found):
+        found = hosts(key).probe(pair_dir(cfg, key), domain_names(cfg, key))
+        if found.agent or found.domain:
             raise FtorchError(f"pair {cfg.pair} is already running on host {key}: "
                               f"`ftorch down {cfg.source}` first")
     # a new run of the pair: host A owns generation 1 (safe: nothing of it runs, see above)

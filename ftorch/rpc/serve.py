@@ -50,16 +50,17 @@ def _agent(socket_path: str, request: dict[str, Any], wait: float) -> dict[str, 
     return {"reply": json.loads(line)}
 
 
-def _probe(pair_dir: str, domain: str) -> dict[str, Any]:
-    """Does an agent of the pair answer here, and does its domain run?"""
+def _probe(pair_dir: str, domains: list[str]) -> dict[str, Any]:
+    """Does an agent of the pair answer here, and does any of its domains run?"""
     try:
         _agent(str(Path(pair_dir) / "agent.sock"), {"cmd": "status"}, wait=3)
         agent = True
     except Refused:
         agent = False
     from ftorch.host.virt import Host
-    guest = Host().lookup(domain)
-    return {"agent": agent, "domain": guest is not None and guest.is_active()}
+    host = Host()
+    guests = [host.lookup(name) for name in domains]
+    return {"agent": agent, "domain": any(g is not None and g.is_active() for g in guests)}
 
 
 def _prepare(pair_dir: str) -> dict[str, Any]:

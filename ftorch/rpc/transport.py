@@ -38,7 +38,7 @@ class ImageSendError(FtorchError):
 @dataclass(frozen=True)
 class Probe:
     agent: bool       # an agent of the pair answers on this host
-    domain: bool      # the pair's domain runs on this host
+    domain: bool      # one of the pair's domains asked about runs on this host
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,9 @@ class HostTransport(ABC):
             raise FtorchError(reply.get("error", "agent error"))
         return reply
 
-    def probe(self, pair_dir: str, domain: str) -> Probe:
-        r = self.request("probe", pair_dir=pair_dir, domain=domain)
+    def probe(self, pair_dir: str, domains: tuple[str, ...] = ()) -> Probe:
+        """Whether an agent of the pair answers there, and any of `domains` runs."""
+        r = self.request("probe", pair_dir=pair_dir, domains=list(domains))
         return Probe(agent=bool(r["agent"]), domain=bool(r["domain"]))
 
     def prepare_pair(self, pair_dir: str, files: dict[str, Path], config_text: str,
