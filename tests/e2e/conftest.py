@@ -8,7 +8,18 @@ import pytest
 
 from ftorch.host import lab
 
+from . import lab_helpers
 from .lab_helpers import unmount
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that failed in a pair a fixture holds up: its report carries both agents' logs
+    (the pair, and its logs, are gone by the fixture's teardown)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and lab_helpers.ACTIVE_PAIR is not None:
+        report.sections.append(("agent logs", lab_helpers.agent_logs(lab_helpers.ACTIVE_PAIR)))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -73,18 +73,26 @@ def write_config(tmp: Path, pair: str, **overrides: Any) -> Path:
     return path
 
 
+# The pair a running_pair() holds up while a test runs in it from a fixture (conftest.py shows
+# its agents' logs when such a test fails; a test inside `with running_pair` prints them itself).
+ACTIVE_PAIR: PairConfig | None = None
+
+
 @contextmanager
 def running_pair(cfg_path: Path) -> Iterator[PairConfig]:
     """`ftorch up` the pair; afterwards, whatever happened, nothing of it keeps running."""
+    global ACTIVE_PAIR
     cfg = load(cfg_path)
     try:
         lab.up()
         ftorch("up", str(cfg_path), "--timeout", "240")
+        ACTIVE_PAIR = cfg
         yield cfg
     except BaseException:
-        print_agent_logs(cfg)
+        print(agent_logs(cfg))
         raise
     finally:
+        ACTIVE_PAIR = None
         ftorch("down", str(cfg_path), "--force", check=False)
         host = Host()
         for key in ("a", "b"):  # by our own domain names, also if the agents died
@@ -95,16 +103,17 @@ def running_pair(cfg_path: Path) -> Iterator[PairConfig]:
         lab.down()
 
 
-def print_agent_logs(cfg: PairConfig, lines: int = 60) -> None:
-    """A failed test shows what each agent last said (CI keeps only the test's output)."""
+def agent_logs(cfg: PairConfig, lines: int = 60) -> str:
+    """What each agent last said: a failed test shows it (CI keeps only the tests' output)."""
+    out = []
     for key in ("a", "b"):
         log_file = paths(cfg, key).agent_log
         try:
             tail = log_file.read_text(errors="replace").splitlines()[-lines:]
         except OSError as e:
             tail = [f"(cannot read: {e})"]
-        print(f"--- last {lines} lines of host {key}'s agent log, {log_file} ---")
-        print("\n".join(tail))
+        out += [f"--- last {lines} lines of host {key}'s agent log, {log_file} ---", *tail]
+    return "\n".join(out)
 
 
 def unmount(path: os.PathLike) -> None:
