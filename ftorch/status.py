@@ -142,6 +142,7 @@ class FailoverStatus:
     save_s: float | None = None
     start_s: float | None = None
     golive_via: str | None = None    # standby (state loaded into a waiting recorder) or restart
+    golive_state_bytes: int | None = None   # the VM state it streamed (RAM left out: ~1 MB)
     final_icount: int | None = None
     failovers: int = 0               # times this agent went live or on alone
     offset: int | None = None        # where a handed-over primary cut its log

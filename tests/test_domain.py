@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from ftorch.config import load
-from ftorch.host.layout import domain_names, guest_spec, paths
+from ftorch.host.layout import domain_names, guest_spec, paths, ram_file
 from ftorch.rr.domain import Mode, qemu_args, render
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab.yaml"
@@ -39,3 +39,31 @@ def test_a_clone_restart_records_under_the_usual_name():
     spec = guest_spec(cfg, "a", Mode.RECORD, "/shim.so", loadvm="ftorch-clone-base")
     assert spec.name == domain_names(cfg, "a")[0] and spec.incoming is None
     assert arg_after(qemu_args(spec), "-loadvm") == "ftorch-clone-base"
+
+
+def ram_backend(args: list[str]) -> str:
+    """The -object that gives the machine its RAM (the one -machine memory-backend names)."""
+    machine = [a for i, a in enumerate(args) if i and args[i - 1] == "-machine"]
+    backend = machine[-1].split("memory-backend=")[1]
+    objects = [a for i, a in enumerate(args) if i and args[i - 1] == "-object"]
+    return next(o for o in objects if f"id={backend}," in o)
+
+
+def test_the_replay_and_its_standby_map_one_ram_file_and_every_state_names_its_ram_alike():
+    cfg = load(EXAMPLE)
+    replay = ram_backend(qemu_args(guest_spec(cfg, "b", Mode.REPLAY)))
+    standby = ram_backend(qemu_args(guest_spec(cfg, "b", Mode.RECORD, "/shim.so", standby=True)))
+    recorder = ram_backend(qemu_args(guest_spec(cfg, "a", Mode.RECORD, "/shim.so")))
+    # a go-live leaves the RAM out of its state: the standby must map the replay's very file,
+    # shared, and in tmpfs (a file on disk would page the guest's RAM out to it)
+    assert replay == standby
+    assert f"mem-path={ram_file(cfg, 'b')}," in replay and replay.endswith(",share=on")
+    assert str(ram_file(cfg, "b")).startswith("/dev/shm/")
+    assert ram_file(cfg, "a") != ram_file(cfg, "b")
+    # a saved state names its RAM blocks: a clone's snapshot from the recorder loads in a
+    # replay, a go-live's state in a recorder, only if all name it the same
+    assert recorder.startswith("memory-backend-ram,id=ram0,")
+    assert replay.startswith("memory-backend-file,id=ram0,")
+    assert f"size={cfg.guest.memory_mib}M" in recorder and f"size={cfg.guest.memory_mib}M" in replay
+    # the baseline runs as libvirt runs a guest
+    assert "-machine" not in qemu_args(guest_spec(cfg, "a", Mode.PLAIN))

@@ -78,3 +78,10 @@ def test_under_systemd_the_agent_starts_as_an_instance_of_the_provisioned_unit(t
     assert ["systemctl", "start", "ftorch-agent@tmp-p.service"] in calls
     with pytest.raises(serve.Refused, match="not a plain word"):
         serve.agent_env("b\nFTORCH_MODE=x", "backup", "protected")
+
+
+def test_destroy_domain_removes_only_a_ram_file_of_ftorchs():
+    for path in ("/etc/passwd", "/dev/shm/../etc/x", "/dev/shm/other.ram"):
+        reply = handle(json.dumps({"op": "destroy-domain", "name": "ftorch-x-a",
+                                   "ram_file": path}).encode())
+        assert not reply["ok"] and reply["exit_code"] == 2 and path in reply["error"], reply

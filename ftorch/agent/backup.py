@@ -15,7 +15,7 @@ from ftorch.channel.receiver import Receiver
 from ftorch.channel.replayer import ReplayController
 from ftorch.config import PairConfig
 from ftorch.errors import FtorchError
-from ftorch.host.layout import domain_name, guest_spec, paths
+from ftorch.host.layout import domain_name, guest_spec, paths, ram_file
 from ftorch.host.prepare import qemu_ids
 from ftorch.host.virt import Guest, Host, check_emulator
 from ftorch.rr.domain import Mode, render
@@ -75,6 +75,8 @@ class Backup:
         if self._closing:
             return
         spec = guest_spec(self.cfg, self.key, Mode.REPLAY, loadvm=self.loadvm)
+        # the replay's RAM starts zeroed, as the recorder's did: never a file left behind
+        ram_file(self.cfg, self.key).unlink(missing_ok=True)
         try:
             self.guest = self.host.start(render(spec), paused=True)
         except FtorchError as e:
@@ -178,6 +180,8 @@ class Backup:
         self.host.destroy(domain_name(self.cfg, self.key))
         if self.standby is not None:
             self.standby.destroy()
+        # a go-live's guest keeps the RAM it maps; only the name goes
+        ram_file(self.cfg, self.key).unlink(missing_ok=True)
         self.feeder.close()
 
     def status(self) -> BackupStatus:

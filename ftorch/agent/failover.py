@@ -183,7 +183,8 @@ class FailoverWatch(Worker):
             self._apply(Event.GO_LIVE_FAILED)
             return
         self.times.update(replay_s=t.replay_s, save_s=t.save_s, start_s=t.start_s,
-                          final_icount=t.final_icount, live_at=time.time(), golive_via=t.via)
+                          final_icount=t.final_icount, live_at=time.time(), golive_via=t.via,
+                          golive_state_bytes=t.state_bytes)
         self.subject = live
         self.on_live(live)
         self._apply(Event.LIVE)     # its OPEN_GATE_UNGATED counts the failover

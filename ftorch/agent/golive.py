@@ -5,24 +5,28 @@ an END close the stream: see Feeder.inject_end), stop, save the state as an inte
 and repair the snapshot's replay section (rr/snapshot.py says why). Then the state goes into
 the backup's standby recorder, started long before with `-incoming defer` (it opened the disk
 inactive, so the replay kept its lock): the snapshot's VM state is a migration stream, loaded
-over a unix socket in ~0.1 s. Without a standby, a recorder starts from the snapshot (libvirt's
-start and QEMU's load: 0.4-0.9 s). A live migration from the replaying QEMU is not possible:
-QEMU 10.0's migration thread reads the host clock outside the replay lock and aborts
-(docs/qemu-notes.md). Last, the guest's MAC is announced so the LAN finds it here.
+over a unix socket. The replay and the standby map one RAM file, so the state leaves the RAM
+out (`x-ignore-shared` on both): ~1 MB instead of the guest's RAM, saved and loaded in a few
+ms. Without a standby, a recorder starts for the state then (libvirt's start: 0.4-0.9 s).
+A live migration from the replaying QEMU is not possible: QEMU 10.0's migration thread reads
+the host clock outside the replay lock and aborts (docs/qemu-notes.md). Last, the guest's MAC
+is announced so the LAN finds it here.
 """
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ftorch.agent.backup import Backup
-from ftorch.agent.primary import Primary
+from ftorch.agent.primary import Primary, recorder_spec
 from ftorch.errors import FtorchError, VirtError
 from ftorch.gate.netbridge import LanPort
 from ftorch.host.imagecopy import check_image
 from ftorch.host.layout import domain_name
 from ftorch.host.virt import Guest
+from ftorch.rr.domain import render
 from ftorch.rr.snapshot import repair, vmstate_chunks
 
 log = logging.getLogger("ftorch.golive")
@@ -36,6 +40,7 @@ class GoLiveTimes:
     start_s: float = 0.0       # the recorder loading the state until running
     final_icount: int = 0
     via: str = ""              # standby (the state loaded into it) or restart (-loadvm)
+    state_bytes: int = 0       # the VM state streamed into the recorder (0: -loadvm)
 
 
 def go_live(backup: Backup, timeout_s: float = 300.0) -> tuple[Primary, GoLiveTimes]:
@@ -64,19 +69,22 @@ def _go_live(backup: Backup, timeout_s: float, lan: LanPort, t0: float) -> tuple
     t.replay_s = t1 - t0
     guest = backup.guest
     assert guest is not None
+    lean, standby = _share_ram(guest, backup.take_standby())
     guest.savevm(SNAPSHOT)
     t_saved = time.monotonic()
     backup.quiesce()   # the replay is over: nothing more to feed or watch
-    standby = backup.take_standby()
+    if not guest.kill_and_wait():
+        raise VirtError(f"go-live: the replaying QEMU {guest.name} did not exit")
+    _repaired(backup)
     live = None
     if standby is not None:
         try:
-            live, t2 = _into_standby(backup, guest, standby, lan, t)
-        except FtorchError as e:   # the snapshot is whole: start a recorder from it instead
+            live, t2 = _load_into(backup, standby, lan, t, lean)
+        except FtorchError as e:   # the snapshot is whole: another recorder takes it
             log.error("go-live: the standby recorder did not take the state (%s); starting a "
-                      "recorder from the snapshot", e)
+                      "recorder for it", e)
     if live is None:
-        live, t2 = _from_snapshot(backup, guest, lan, t)
+        live, t2 = _restart(backup, lan, t, lean)
     t.save_s = t2 - t1
     live.drop_snapshots()   # loaded, so not needed; only safe before the guest runs
     live.resume_guest()
@@ -84,8 +92,8 @@ def _go_live(backup: Backup, timeout_s: float, lan: LanPort, t0: float) -> tuple
     live.announce()
     t.start_s = time.monotonic() - t2
     log.info("live on host %s at icount %d via %s: replay %.2f s, save %.2f s (savevm %.2f s), "
-             "start %.2f s", backup.key, t.final_icount, t.via, t.replay_s, t.save_s,
-             t_saved - t1, t.start_s)
+             "start %.2f s; state %.1f MB", backup.key, t.final_icount, t.via, t.replay_s,
+             t.save_s, t_saved - t1, t.start_s, t.state_bytes / 1e6)
     backup.close()   # after the guest runs: libvirt's clean-up of the replay takes ~0.2 s
     return live, t
 
@@ -98,36 +106,70 @@ def _repaired(backup: Backup) -> None:
              before.read_event_id, before.block_request_id)
 
 
-def _into_standby(backup: Backup, guest: Guest, standby: Guest, lan: LanPort,
-                  t: GoLiveTimes) -> tuple[Primary, float]:
-    """Load the snapshot's VM state into the standby recorder: it is the live guest, paused.
-    Also returns when the load began."""
-    t.via = "standby"
+def _share_ram(replay: Guest, standby: Guest | None) -> tuple[bool, Guest | None]:
+    """Leave the RAM file the replay maps out of the go-live's state (`x-ignore-shared`):
+    `savevm` then writes ~1 MB of device state, not the guest's RAM (docs/qemu-notes.md), and
+    whichever recorder takes the state maps that file too. Returns whether the state is so
+    lean, and the standby if it can load that state (both ends of a state must agree)."""
     try:
-        if not guest.kill_and_wait():
-            raise VirtError(f"go-live: the replaying QEMU {guest.name} did not exit")
-        _repaired(backup)
-        began = time.monotonic()
-        standby.load_state(str(backup.paths.golive_sock),
-                           vmstate_chunks(str(backup.paths.disk), SNAPSHOT), timeout=60)
+        replay.share_ram(True)
+    except FtorchError as e:
+        log.warning("go-live: the state carries the guest's RAM (%s)", e)
+        return False, standby
+    if standby is not None:
+        try:
+            standby.share_ram(True)
+        except FtorchError as e:
+            log.error("go-live: the standby recorder cannot load a state without RAM (%s)", e)
+            standby.destroy()
+            return True, None
+    return True, standby
+
+
+def _load_into(backup: Backup, recorder: Guest, lan: LanPort, t: GoLiveTimes,
+               lean: bool) -> tuple[Primary, float]:
+    """Load the snapshot's VM state into a recorder waiting with `-incoming defer`: it is the
+    live guest, paused. lean: the state left the shared RAM out. Also returns when the load
+    began."""
+    began = time.monotonic()
+    try:
+        recorder.load_state(str(backup.paths.golive_sock),
+                            _counted(vmstate_chunks(str(backup.paths.disk), SNAPSHOT), t),
+                            timeout=60)
+        if lean:   # its own states from now on (a clone's snapshot) carry the RAM again
+            recorder.share_ram(False)
     except BaseException:
-        standby.destroy()
+        recorder.destroy()
         raise
     live = _live(backup, lan, t, standby=True)
-    live.adopt(standby)
+    live.adopt(recorder)
+    t.via = t.via or "standby"
     return live, began
 
 
-def _from_snapshot(backup: Backup, guest: Guest, lan: LanPort,
-                   t: GoLiveTimes) -> tuple[Primary, float]:
-    """No standby: start a recorder from the snapshot (-loadvm); also returns when it began."""
+def _counted(chunks: Iterator[bytes], t: GoLiveTimes) -> Iterator[bytes]:
+    t.state_bytes = 0
+    for chunk in chunks:
+        t.state_bytes += len(chunk)
+        yield chunk
+
+
+def _restart(backup: Backup, lan: LanPort, t: GoLiveTimes,
+             lean: bool) -> tuple[Primary, float]:
+    """No standby took the state: start a recorder for it now. A state without the RAM goes
+    into a new recorder mapping the replay's RAM file, as the standby did; a whole one is
+    loaded from the snapshot (-loadvm). Also returns when it began."""
     t.via = "restart"
-    guest.kill_now()   # the snapshot is flushed to the image; a clean exit only costs time
-    name = domain_name(backup.cfg, backup.key)
-    if not backup.host.wait_gone(name, timeout=30):
-        raise VirtError(f"go-live: the replaying QEMU {name} did not go away")
-    _repaired(backup)
     began = time.monotonic()
+    if lean:
+        spec = recorder_spec(backup.cfg, backup.key, standby=True)
+        recorder = backup.host.start(render(spec), paused=True)
+        recorder.share_ram(True)
+        live, _ = _load_into(backup, recorder, lan, t, lean)
+        return live, began
+    name = domain_name(backup.cfg, backup.key)
+    if not backup.host.wait_gone(name, timeout=30):   # the new recorder takes the same name
+        raise VirtError(f"go-live: the replaying QEMU {name} did not go away")
     live = _live(backup, lan, t, loadvm=SNAPSHOT)
     live.start(paused=True)
     return live, began

@@ -35,6 +35,16 @@ def domain_name(cfg: PairConfig, key: str, standby: bool = False) -> str:
     return f"ftorch-{cfg.pair}-{key}" + ("-standby" if standby else "")
 
 
+# tmpfs: a guest's RAM in a file on disk would be paged out to it
+RAM_DIR = Path("/dev/shm")
+
+
+def ram_file(cfg: PairConfig, key: str) -> Path:
+    """Where a backup's replay keeps the guest's RAM, mapped too by the standby recorder beside
+    it (agent/golive.py); one per pair and host."""
+    return RAM_DIR / f"ftorch-{cfg.pair}-{key}.ram"
+
+
 def net_socket(cfg: PairConfig, key: str, standby: bool = False) -> Path:
     """The socket the guest's NIC serves and the agent's bridge dials (each domain its own)."""
     p = paths(cfg, key)
@@ -62,7 +72,8 @@ def smbios_uuid(cfg: PairConfig) -> str:
 
 def guest_spec(cfg: PairConfig, key: str, mode: Mode, shim: str | None = None,
                loadvm: str | None = None, standby: bool = False) -> GuestSpec:
-    """standby: a recorder that waits for a VM state (`-incoming defer`), beside the replay."""
+    """standby: a recorder that waits for a VM state (`-incoming defer`), beside the replay;
+    the two map one RAM file."""
     p = paths(cfg, key)
     ip = ipaddress.ip_interface(cfg.guest.ip)
     net_sock = net_socket(cfg, key, standby)
@@ -80,5 +91,6 @@ def guest_spec(cfg: PairConfig, key: str, mode: Mode, shim: str | None = None,
         smbios_uuid=smbios_uuid(cfg), memory_mib=cfg.guest.memory_mib, mode=mode,
         shim=shim if mode == Mode.RECORD else None, loadvm=loadvm,
         incoming="defer" if standby else None,
+        ram_file=str(ram_file(cfg, key)) if standby or mode == Mode.REPLAY else None,
         emulator=cfg.host(key).emulator,
         env=env if mode == Mode.RECORD and shim else {})

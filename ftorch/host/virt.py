@@ -209,6 +209,12 @@ class Guest:
                     names.append(snap["name"])
         return names
 
+    def share_ram(self, shared: bool) -> None:
+        """Whether a saved or loaded state leaves out RAM that another QEMU maps too
+        (`x-ignore-shared`): both ends of a state must agree, or its stream does not parse."""
+        self.qmp("migrate-set-capabilities",
+                 capabilities=[{"capability": "x-ignore-shared", "state": shared}])
+
     def delvm(self, tag: str) -> None:
         """Delete an internal snapshot (also while the guest runs: QEMU frees its clusters)."""
         out = (self.qmp("human-monitor-command", **{"command-line": f"delvm {tag}"}) or "").strip()

@@ -8,7 +8,7 @@ from ftorch.channel import trust
 from ftorch.channel.horizon import LEVEL_INSTRUCTIONS
 from ftorch.config import PairConfig
 from ftorch.errors import AgentUnreachable, FtorchError
-from ftorch.host.layout import domain_names
+from ftorch.host.layout import domain_names, ram_file
 from ftorch.host.prepare import image_files
 from ftorch.rpc.hosts import Hosts, pair_dir
 from ftorch.status import SideStatus
@@ -145,7 +145,7 @@ def down(cfg: PairConfig, timeout: float, force: bool) -> dict[str, Any]:
         wait_for(lambda k=key: not _reachable(cfg, k), 30, f"the agent on host {key} to quit")
         try:  # idempotent: also when the agent was gone
             for name in domain_names(cfg, key):
-                Hosts(cfg)(key).destroy_domain(name)
+                Hosts(cfg)(key).destroy_domain(name, str(ram_file(cfg, key)))
         except AgentUnreachable as e:
             unreachable.append(e)
     if unreachable:

@@ -79,5 +79,5 @@ def failover(cfg: PairConfig, timeout: float) -> dict[str, Any]:
             "paused_s": took.live_at - handed.paused_at,
             "handover_s": took.take_over_at - handed.paused_at,
             "replay_s": took.replay_s, "save_s": took.save_s, "start_s": took.start_s,
-            "golive_via": took.golive_via,
+            "golive_via": took.golive_via, "golive_state_bytes": took.golive_state_bytes,
             "offset": handed.offset, "icount": handed.icount}

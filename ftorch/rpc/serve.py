@@ -122,9 +122,16 @@ def _start_agent(config: str, key: str, role: str, mode: str, log: str) -> dict[
     return {"pid": p.pid}
 
 
-def _destroy_domain(name: str) -> dict[str, Any]:
+def _destroy_domain(name: str, ram_file: str = "") -> dict[str, Any]:
+    from ftorch.host.layout import RAM_DIR
     from ftorch.host.virt import Host
-    return {"destroyed": Host().destroy(name)}
+    path = Path(ram_file) if ram_file else None
+    if path and (path.parent != RAM_DIR or not path.name.startswith("ftorch-")):
+        raise Refused(f"not a RAM file of ftorch's: {ram_file}", "usage", 2)
+    destroyed = Host().destroy(name)
+    if path:   # after the domain: its name is for the domains that map it
+        path.unlink(missing_ok=True)
+    return {"destroyed": destroyed}
 
 
 def _check_emulator(path: str, host: str, kick: bool = True) -> dict[str, Any]:

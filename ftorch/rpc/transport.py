@@ -172,8 +172,10 @@ class HostTransport(ABC):
                 raise VersionError(str(e)) from None
             raise
 
-    def destroy_domain(self, name: str) -> bool:
-        return bool(self.request("destroy-domain", name=name)["destroyed"])
+    def destroy_domain(self, name: str, ram_file: str = "") -> bool:
+        """Destroy the domain if it runs; ram_file: also remove the name of the RAM file a
+        backup's domains map (a killed agent leaves it)."""
+        return bool(self.request("destroy-domain", name=name, ram_file=ram_file)["destroyed"])
 
     def reset_ownership(self, shared_dir: str, pair: str) -> None:
         self.request("reset-ownership", shared_dir=shared_dir, pair=pair)

@@ -37,6 +37,7 @@ class GuestSpec:
     env: dict[str, str] = field(default_factory=dict)
     loadvm: str | None = None
     incoming: str | None = None   # "defer": wait for a VM state to load (a standby recorder)
+    ram_file: str | None = None   # the guest's RAM in this (tmpfs) file, shared with another QEMU
     emulator: str = "/usr/bin/qemu-system-x86_64"
 
 
@@ -47,7 +48,7 @@ def qemu_args(spec: GuestSpec) -> list[str]:
            "-netdev", f"stream,id=n1,server=on,addr.type=unix,addr.path={spec.net_socket}",
            "-device", f"e1000,netdev=n1,mac={spec.mac},bus=pci.0,addr=0x6"]
     smbios = ["-smbios", f"type=1,uuid={spec.smbios_uuid}"]
-    if spec.mode == Mode.PLAIN:
+    if spec.mode == Mode.PLAIN:   # libvirt's own RAM (pc.ram): the baseline as users run it
         return [*smbios, "-drive", f"file={spec.disk},format=qcow2,if=none,id=img-direct",
                 "-device", "virtio-blk-pci,drive=img-direct,bus=pci.0,addr=0x5", *nic]
     args = ["-icount", f"shift=auto,rr={spec.mode.value},rrfile={spec.rr_log}",
@@ -61,12 +62,27 @@ def qemu_args(spec: GuestSpec) -> list[str]:
             "-drive", f"file={spec.disk},format=qcow2,if=none,id=img-direct",
             "-drive", "driver=blkreplay,if=none,image=img-direct,id=img-blkreplay",
             "-device", "virtio-blk-pci,drive=img-blkreplay,bus=pci.0,addr=0x5",
-            *nic, "-object", "filter-replay,id=fr1,netdev=n1"]
+            *nic, "-object", "filter-replay,id=fr1,netdev=n1", *ram_args(spec)]
     if spec.loadvm:
         args += ["-loadvm", spec.loadvm]
     if spec.incoming:
         args += ["-incoming", spec.incoming]
     return args
+
+
+RAM_ID = "ram0"
+
+
+def ram_args(spec: GuestSpec) -> list[str]:
+    """The guest's RAM as a backend of ftorch's own, one id on every recorder and replay: a
+    saved state names its RAM blocks, and a clone's or a go-live's state must load wherever
+    the pair runs next. A replay and the standby recorder beside it map one file, so a go-live
+    need not carry the RAM across (x-ignore-shared). libvirt's own `pc.ram` stays, unused and
+    untouched (a later -machine memory-backend wins)."""
+    size = f"size={spec.memory_mib}M"
+    backend = (f"memory-backend-file,id={RAM_ID},{size},mem-path={spec.ram_file},share=on"
+               if spec.ram_file else f"memory-backend-ram,id={RAM_ID},{size}")
+    return ["-object", backend, "-machine", f"memory-backend={RAM_ID}"]
 
 
 def render(spec: GuestSpec) -> str:

@@ -16,7 +16,7 @@ import yaml
 
 from ftorch.config import PairConfig, load
 from ftorch.host import lab, labssh
-from ftorch.host.layout import domain_names, paths
+from ftorch.host.layout import domain_names, paths, ram_file
 from ftorch.host.virt import Host
 from ftorch.ops.pair import PairStatus
 from ftorch.status import SideStatus, unreachable
@@ -98,6 +98,7 @@ def running_pair(cfg_path: Path) -> Iterator[PairConfig]:
         for key in ("a", "b"):  # by our own domain names, also if the agents died
             for name in domain_names(cfg, key):
                 host.destroy(name)
+            ram_file(cfg, key).unlink(missing_ok=True)
         if lab.LAN_NS in lab.namespaces():
             lab.cut_link("a", True)
         lab.down()

@@ -7,6 +7,7 @@ import json
 import random
 import subprocess
 import time
+from dataclasses import dataclass
 
 import pytest
 
@@ -15,6 +16,7 @@ from ftorch.host import lab
 from ftorch.host.layout import domain_names, paths
 from ftorch.host.virt import Host
 from ftorch.ops import pair
+from ftorch.status import SideStatus
 
 from .lab_helpers import Client, ftorch, running_pair, side, status, wait_until, write_config
 
@@ -31,6 +33,8 @@ def ft_pair(tmp_path):
 def kill_host(cfg, key: str) -> None:
     lab.kill_host(paths(cfg, key).pid, domain_names(cfg, key))
 
+
+LEAN_STATE = 8 << 20   # a go-live's VM state without the guest's RAM is ~1 MB
 
 # Where the primary dies: after how many frames the gate released since the client started
 # (None: a random count, printed), and how many other clients write at full speed meanwhile.
@@ -67,6 +71,8 @@ def test_sigkill_primary_client_carries_on_over_the_same_connection(ft_pair, poi
     assert b.failover.generation == 2
     # the replayed state went into the standby recorder that waited beside the replay
     assert b.failover.golive_via == "standby", b.failover
+    # without the guest's RAM, which the replay and the standby map from one file (~74 MB with it)
+    assert 0 < b.failover.golive_state_bytes < LEAN_STATE, b.failover
     # the go-live snapshot, loaded, is dropped from the live disk (read-only, shared look)
     info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json",
                                       str(paths(cfg, "b").disk)], check=True,
@@ -98,6 +104,7 @@ def test_planned_failover_switches_hosts_and_the_client_carries_on(ft_pair):
     d = json.loads(ftorch("failover", str(cfg_path), "--json", timeout=600).stdout)
     assert (d["from"], d["to"], d["generation"]) == ("a", "b", 2)
     assert d["golive_via"] == "standby", d
+    assert 0 < d["golive_state_bytes"] < LEAN_STATE, d
     st = status(cfg_path).hosts
     assert st["b"].role == "live-alone" and st["b"].failover.generation == 2
     assert st["a"].role == "unreachable"          # the old primary stopped
@@ -114,17 +121,40 @@ def test_planned_failover_switches_hosts_and_the_client_carries_on(ft_pair):
           f"{len(res['acked'])} records")
 
 
-def live_sides(cfg_path) -> list[str]:
-    """Which sides can emit output now: a live-alone copy, or a primary whose backup is still
+def is_live(s: SideStatus) -> bool:
+    """Whether a side can emit output: a live-alone copy, or a primary whose backup is still
     acknowledging its log (a gated primary releases nothing else)."""
-    out = []
-    for key in ("a", "b"):
-        s = side(cfg_path, key)
-        gated_live = (s.role == "primary" and s.primary.gate.open
-                      and s.channel.state == "streaming")
-        if s.role == "live-alone" or gated_live:
-            out.append(key)
-    return out
+    gated_live = s.role == "primary" and s.primary.gate.open and s.channel.state == "streaming"
+    return s.role == "live-alone" or gated_live
+
+
+def live_sides(cfg_path) -> list[str]:
+    return [key for key in ("a", "b") if is_live(side(cfg_path, key))]
+
+
+@dataclass(frozen=True)
+class Sample:
+    asked: float      # monotonic time the status was asked for
+    answered: float   # ... and came back: it shows one instant in between
+    live: bool
+
+
+def sample(cfg_path, key: str) -> Sample:
+    asked = time.monotonic()
+    live = is_live(side(cfg_path, key))
+    return Sample(asked, time.monotonic(), live)
+
+
+def both_live_at_once(samples: dict[str, list[Sample]], loser: str) -> list[tuple[Sample, Sample]]:
+    """Pairs of samples that prove two live copies, though each host is asked in turn: the
+    race's loser never comes back once it stops, so seen live when asked at t it was live all
+    along until t; the winner stays live once it is, so seen live by t' it was live from t' on.
+    With t' <= t, both were live at t'. (Two samples that merely fall on either side of the
+    handover, the loser's before the winner's, prove nothing: the lab's status calls take up
+    to a second.)"""
+    winner = "b" if loser == "a" else "a"
+    return [(w, lo) for lo in samples[loser] if lo.live
+            for w in samples[winner] if w.live and w.answered <= lo.asked]
 
 
 def test_partition_leaves_exactly_one_live_copy(ft_pair):
@@ -134,18 +164,21 @@ def test_partition_leaves_exactly_one_live_copy(ft_pair):
     wait_until(lambda: side(cfg_path, "a").primary.gate.released > 40, 60, "the client to write")
     lab.cut_link("a", False)  # host A loses the LAN: the backup and the client, both alive
     try:
-        seen: set[tuple[str, ...]] = set()
+        samples: dict[str, list[Sample]] = {"a": [], "b": []}
 
         def decided() -> bool:
-            seen.add(tuple(live_sides(cfg_path)))
+            for key in ("b", "a"):
+                samples[key].append(sample(cfg_path, key))
             roles = [side(cfg_path, k).role for k in ("a", "b")]
             return all(r in ("fenced", "live-alone") for r in roles)
 
         wait_until(decided, 120, "both sides to settle after the race")
-        assert all(len(live) <= 1 for live in seen), f"two live copies at once: {seen}"
         roles = {k: side(cfg_path, k) for k in ("a", "b")}
         assert sorted(s.role for s in roles.values()) != ["live-alone", "live-alone"]
         assert [s.role for s in roles.values()].count("fenced") >= 1
+        for loser in (k for k, s in roles.items() if s.role == "fenced"):
+            proof = both_live_at_once(samples, loser)
+            assert not proof, f"two live copies at once: {proof[:3]}"
     finally:
         lab.cut_link("a", True)
     winner = live_sides(cfg_path)
