@@ -69,7 +69,8 @@ def _go_live(backup: Backup, timeout_s: float, lan: LanPort, t0: float) -> tuple
     t.replay_s = t1 - t0
     guest = backup.guest
     assert guest is not None
-    lean, standby = _share_ram(guest, backup.take_standby())
+    lean = _share_ram(guest)
+    standby = backup.take_standby()
     guest.savevm(SNAPSHOT)
     t_saved = time.monotonic()
     backup.quiesce()   # the replay is over: nothing more to feed or watch
@@ -106,24 +107,17 @@ def _repaired(backup: Backup) -> None:
              before.read_event_id, before.block_request_id)
 
 
-def _share_ram(replay: Guest, standby: Guest | None) -> tuple[bool, Guest | None]:
+def _share_ram(replay: Guest) -> bool:
     """Leave the RAM file the replay maps out of the go-live's state (`x-ignore-shared`):
     `savevm` then writes ~1 MB of device state, not the guest's RAM (docs/qemu-notes.md), and
-    whichever recorder takes the state maps that file too. Returns whether the state is so
-    lean, and the standby if it can load that state (both ends of a state must agree)."""
+    whichever recorder takes the state maps that file too (_load_into). Returns whether the
+    state is so lean."""
     try:
         replay.share_ram(True)
+        return True
     except FtorchError as e:
         log.warning("go-live: the state carries the guest's RAM (%s)", e)
-        return False, standby
-    if standby is not None:
-        try:
-            standby.share_ram(True)
-        except FtorchError as e:
-            log.error("go-live: the standby recorder cannot load a state without RAM (%s)", e)
-            standby.destroy()
-            return True, None
-    return True, standby
+        return False
 
 
 def _load_into(backup: Backup, recorder: Guest, lan: LanPort, t: GoLiveTimes,
@@ -133,6 +127,8 @@ def _load_into(backup: Backup, recorder: Guest, lan: LanPort, t: GoLiveTimes,
     began."""
     began = time.monotonic()
     try:
+        if lean:   # both ends of a state must agree, or its stream does not parse
+            recorder.share_ram(True)
         recorder.load_state(str(backup.paths.golive_sock),
                             _counted(vmstate_chunks(str(backup.paths.disk), SNAPSHOT), t),
                             timeout=60)
@@ -164,7 +160,6 @@ def _restart(backup: Backup, lan: LanPort, t: GoLiveTimes,
     if lean:
         spec = recorder_spec(backup.cfg, backup.key, standby=True)
         recorder = backup.host.start(render(spec), paused=True)
-        recorder.share_ram(True)
         live, _ = _load_into(backup, recorder, lan, t, lean)
         return live, began
     name = domain_name(backup.cfg, backup.key)
