@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from ftorch import stallwatch
 from ftorch.agent import metrics
 from ftorch.agent.backup import AwaitingClone, Backup
 from ftorch.agent.control import ControlServer
@@ -290,6 +291,7 @@ class Reprotector(Worker):
 
 def main(config_path: str, key: str, role: str, mode: str = "protected") -> int:
     setup_logging()
+    stallwatch.watch_gc()
     if why := prioritize_agent():
         log.warning("%s: heartbeats may be late on a busy host", why)
     return Agent(config_path, key, role, mode).run()

@@ -13,6 +13,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,9 @@ F_GETPIPE_SZ = 1032
 PIPE_BYTES = 1 << 20
 # Disk requests a guest may have in flight when its primary dies (virtio-blk queue depth).
 IN_FLIGHT_MAX = 128
+# A spool write slower than this is logged: the receiver writes before it acks or beats again,
+# so a disk that stalls the write (writeback throttling on a busy host) silences the backup.
+SLOW_WRITE_S = 0.2
 
 
 def make_fifo(fifo: Path, uid: int, gid: int) -> None:
@@ -93,7 +97,11 @@ class Feeder:
         (`block`: lowest disk request not completed at their end, if it changed)."""
         if offset != self.received:
             raise ValueError(f"append at {offset}, expected {self.received}")
+        t = time.monotonic()
         os.pwrite(self._spool, events, offset)
+        if (took := time.monotonic() - t) > SLOW_WRITE_S:
+            log.warning("spooling %d bytes took %.3f s: the host's disk held the channel up",
+                        len(events), took)
         with self._arrived:
             self._chunks.append((offset, len(events), icount))
             self.received += len(events)

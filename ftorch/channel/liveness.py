@@ -18,6 +18,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+from ftorch import stallwatch
+
 log = logging.getLogger("ftorch.channel")
 
 
@@ -68,6 +70,7 @@ def held_up(last: float, live: Liveness, who: str) -> float:
     means this side was held up (a starved or frozen host), so its silence restarts (see
     above); return now, the next `last`."""
     now = time.monotonic()
+    stallwatch.tick(who, live.timeout_s / 2)
     if now - last > live.timeout_s / 2:
         live.held_up(now)
         log.warning("%s thread held up for %.3f s (timeout %g s): silence counts from now",

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ftorch import stallwatch
 from ftorch.channel.feeder import Feeder
 from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode, now_us
 from ftorch.channel.liveness import Liveness, held_up, note_heard
@@ -190,6 +191,7 @@ class Receiver(Worker):
                     if self._handle(conn, frame):
                         return
         finally:
+            stallwatch.rest()
             if dec.pending:
                 self.stats.partial_dropped += dec.pending
                 log.warning("dropped %d bytes of a frame the connection cut off (after offset %d)",

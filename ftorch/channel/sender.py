@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ftorch import stallwatch
 from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode, now_us
 from ftorch.channel.lag import LagMeter
 from ftorch.channel.liveness import Liveness, held_up, note_heard
@@ -134,6 +135,7 @@ class Sender(Worker):
             log.info("logging channel up to %s:%d, resuming at offset %d", *self.peer, offset)
             self._stream(sock, dec, offset)
         finally:
+            stallwatch.rest()
             sock.close()
 
     def _await_hello(self, sock: socket.socket, dec: FrameDecoder) -> Frame:

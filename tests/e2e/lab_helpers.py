@@ -104,17 +104,40 @@ def running_pair(cfg_path: Path) -> Iterator[PairConfig]:
         lab.down()
 
 
-def agent_logs(cfg: PairConfig, lines: int = 60) -> str:
-    """What each agent last said: a failed test shows it (CI keeps only the tests' output)."""
+def agent_logs(cfg: PairConfig, lines: int = 80) -> str:
+    """What each agent said, compacted (CI keeps only the tests' output, and cuts the middle of
+    a long one): repeated lines folded, and of a long log its first and last lines."""
     out = []
     for key in ("a", "b"):
         log_file = paths(cfg, key).agent_log
         try:
-            tail = log_file.read_text(errors="replace").splitlines()[-lines:]
+            said = fold_repeats(log_file.read_text(errors="replace").splitlines())
         except OSError as e:
-            tail = [f"(cannot read: {e})"]
-        out += [f"--- last {lines} lines of host {key}'s agent log, {log_file} ---", *tail]
+            said = [f"(cannot read: {e})"]
+        if len(said) > lines:
+            said = [*said[:lines // 4], f"[... {len(said) - lines} lines ...]",
+                    *said[-(lines - lines // 4):]]
+        out += [f"--- host {key}'s agent log, {log_file} ---", *said]
     return "\n".join(out)
+
+
+def fold_repeats(log_lines: list[str]) -> list[str]:
+    """Consecutive lines that say the same after their timestamp (a reconnect loop) become the
+    first of them and a count."""
+    out: list[str] = []
+    run = 0
+    for i, line in enumerate(log_lines):
+        same = i > 0 and line[24:] == log_lines[i - 1][24:]
+        if same:
+            run += 1
+            continue
+        if run:
+            out.append(f"    (... {run} more like it, the last at {log_lines[i - 1][:23]})")
+        run = 0
+        out.append(line)
+    if run:
+        out.append(f"    (... {run} more like it, the last at {log_lines[-1][:23]})")
+    return out
 
 
 def unmount(path: os.PathLike) -> None:
