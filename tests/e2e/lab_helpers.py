@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,10 @@ def running_pair(cfg_path: Path) -> Iterator[PairConfig]:
         lab.down()
 
 
+# An agent log line begins with its timestamp, `2026-12-05 03:27:30,255`, then a space.
+STAMP = 23
+
+
 def agent_logs(cfg: PairConfig, lines: int = 80) -> str:
     """What each agent said, compacted (CI keeps only the tests' output, and cuts the middle of
     a long one): repeated lines folded, and of a long log its first and last lines."""
@@ -125,18 +130,11 @@ def fold_repeats(log_lines: list[str]) -> list[str]:
     """Consecutive lines that say the same after their timestamp (a reconnect loop) become the
     first of them and a count."""
     out: list[str] = []
-    run = 0
-    for i, line in enumerate(log_lines):
-        same = i > 0 and line[24:] == log_lines[i - 1][24:]
-        if same:
-            run += 1
-            continue
-        if run:
-            out.append(f"    (... {run} more like it, the last at {log_lines[i - 1][:23]})")
-        run = 0
-        out.append(line)
-    if run:
-        out.append(f"    (... {run} more like it, the last at {log_lines[-1][:23]})")
+    for _, same in groupby(log_lines, key=lambda line: line[STAMP + 1:]):
+        first, *more = same
+        out.append(first)
+        if more:
+            out.append(f"    (... {len(more)} more like it, the last at {more[-1][:STAMP]})")
     return out
 
 
