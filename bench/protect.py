@@ -45,7 +45,7 @@ def clones(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
     pair.down(cfg, timeout=10, force=True)   # leftovers of an earlier run
     pair.up(cfg, wait=True, timeout=300, mode="unprotected")
     client = _client(tmp, "clones", 600)
-    pauses, first_try, tries, errors = [], 0, 0, []
+    pauses, first_try, tries, errors, vias = [], 0, 0, [], []
     steps: dict[str, list[float]] = {}
     try:
         pair.wait_for(lambda: released(cfg) > 50,
@@ -55,6 +55,7 @@ def clones(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
             try:
                 res = pair.agent_call(cfg, "a", "protect", timeout=900)
                 pauses.append(res["pause_s"])
+                vias.append(res.get("clone_via", ""))
                 for k, v in res["pause_steps"].items():
                     steps.setdefault(k, []).append(v)
                 first_try += 1
@@ -74,6 +75,7 @@ def clones(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
         client.kill()
         pair.down(cfg, timeout=10, force=True)
     return {"pause_s": summary(pauses), "first_try": first_try, "tries": tries, "errors": errors,
+            "via_standby": vias.count("standby"),
             "pause_steps_p50_s": {k: summary(v)["p50"] for k, v in steps.items()}}
 
 
@@ -134,8 +136,13 @@ def markdown(res: dict) -> str:
         f"| SIGKILL of the primary until protected again (automatic) | {_s(g, 'p50')} | "
         f"{_s(g, 'max')} | {g['samples']} |", "",
         f"Clones that replayed past their snapshot on the first try: {res['first_try']} of "
-        f"{res['tries']}.{first_error}", "",
+        f"{res['tries']}.{first_error}" + (
+            f" Clones that moved the guest into the recorder waiting beside it: "
+            f"{res['via_standby']} (the others restarted it from the snapshot)."
+            if "via_standby" in res else ""), "",
         "The pause by step (p50): " + (", ".join(
             f"{k} {v * 1e3:.0f} ms" for k, v in res.get("pause_steps_p50_s", {}).items()) or "-")
-        + " (clone.py, in order: savevm, recorder restart from it, dropping older snapshots, "
-        "clone snapshot, local copy)."]) + "\n"
+        + " (clone.py, in order: savevm_base: the first snapshot, without the RAM; kill: "
+        "SIGKILL and an image check; start: that snapshot loaded into the waiting recorder; "
+        "drop: older snapshots; savevm_clone: the clone's snapshot, without the RAM, and a copy "
+        "of the RAM file; copy: the image's local copy)."]) + "\n"

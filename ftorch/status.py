@@ -161,6 +161,7 @@ class ReprotectStatus:
     tag: str = ""
     icount: int | None = None
     passed_s: float | None = None
+    via: str = ""            # the recorder the guest moved into: standby (waiting) or restart
 
 
 @dataclass(frozen=True)

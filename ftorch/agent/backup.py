@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Any
 
-from ftorch.agent.primary import recorder_spec
+from ftorch.agent.standby import LOAD_TIMEOUT_S, start_standby
 from ftorch.channel import trust
 from ftorch.channel.feeder import Feeder, StreamStart
 from ftorch.channel.framing import Frame
@@ -19,7 +19,7 @@ from ftorch.host.layout import domain_name, guest_spec, paths, ram_file
 from ftorch.host.prepare import qemu_ids
 from ftorch.host.virt import Guest, Host, check_emulator
 from ftorch.rr.domain import Mode, render
-from ftorch.rr.snapshot import read_section, repair
+from ftorch.rr.snapshot import read_section, repair, vmstate_chunks
 from ftorch.stats import wall_clock
 from ftorch.status import BackupStatus, ChannelStatus
 
@@ -28,9 +28,10 @@ log = logging.getLogger("ftorch.backup")
 
 class Backup:
     def __init__(self, cfg: PairConfig, key: str, host: Host, start: StreamStart | None = None,
-                 loadvm: str | None = None) -> None:
+                 loadvm: str | None = None, ram: bool = False) -> None:
         """start/loadvm: a clone's backup, replaying from snapshot `loadvm` in its disk image
-        with the stream beginning where the snapshot left the log (`ftorch protect`)."""
+        with the stream beginning where the snapshot left the log (`ftorch protect`). ram: the
+        snapshot leaves the RAM out, which comes as this host's RAM file (agent/clone.py)."""
         self.cfg, self.key, self.host = cfg, key, host
         self.paths = paths(cfg, key)
         self.guest: Guest | None = None
@@ -38,6 +39,7 @@ class Backup:
         self.controller: ReplayController | None = None
         self.lag = LagMeter()
         self.loadvm = loadvm
+        self.ram_shipped = ram
         self.disk_ready = threading.Event()     # a clone's image is in place
         if loadvm is None:
             self.disk_ready.set()
@@ -74,11 +76,16 @@ class Backup:
                                or f.half_full() or self._closing)
         if self._closing:
             return
-        spec = guest_spec(self.cfg, self.key, Mode.REPLAY, loadvm=self.loadvm)
-        # the replay's RAM starts zeroed, as the recorder's did: never a file left behind
-        ram_file(self.cfg, self.key).unlink(missing_ok=True)
+        # a snapshot without the RAM loads as a migration stream, after the capability is set
+        spec = guest_spec(self.cfg, self.key, Mode.REPLAY,
+                          loadvm=None if self.ram_shipped else self.loadvm,
+                          incoming=self.ram_shipped)
+        if not self.ram_shipped:   # the replay's RAM starts zeroed, as the recorder's did
+            ram_file(self.cfg, self.key).unlink(missing_ok=True)
         try:
             self.guest = self.host.start(render(spec), paused=True)
+            if self.ram_shipped:
+                self._load_lean_clone()
         except FtorchError as e:
             self.start_error = str(e)
             log.error("cannot start the replay: %s", e)
@@ -91,6 +98,15 @@ class Backup:
         self._started.set()
         log.info("replaying %s from the stream", spec.name)
         self._start_standby()
+
+    def _load_lean_clone(self) -> None:
+        """The clone's snapshot without the RAM, into the replay waiting for it; the RAM is
+        in the file it maps, sent beside the image."""
+        assert self.guest is not None and self.loadvm is not None
+        self.guest.share_ram(True)
+        self.guest.load_state(str(self.paths.golive_sock),
+                              vmstate_chunks(str(self.paths.disk), self.loadvm),
+                              timeout=LOAD_TIMEOUT_S)
 
     def _drop_loaded_snapshot(self) -> None:
         """The clone's snapshot is loaded: delete it from the image before the replay runs
@@ -110,8 +126,7 @@ class Backup:
         go-live starts a recorder from a snapshot, as before."""
         t0 = time.monotonic()
         try:
-            guest = self.host.start(render(recorder_spec(self.cfg, self.key, standby=True)),
-                                    paused=True)
+            guest = start_standby(self.cfg, self.key, self.host, slot=True)
         except FtorchError as e:
             log.warning("no standby recorder (a go-live will start one, slower): %s", e)
             return
@@ -142,11 +157,23 @@ class Backup:
             raise FtorchError(f"clone image {self.paths.disk}: snapshot {self.loadvm} is at icount "
                               f"{rs.current_icount}, offset {rs.file_offset}; the stream starts at "
                               f"icount {start.icount}, offset {start.offset}: wrong image")
+        if self.ram_shipped:
+            self._check_ram()
         if rs != rs.fresh_recording():   # a reader state that would stall the replay
             repair(str(self.paths.disk), self.loadvm)
             log.warning("clone snapshot carried replay-reader state; repaired")
         self.disk_ready.set()
         return {"qemu": version, "snapshot": self.loadvm, "icount": rs.current_icount}
+
+    def _check_ram(self) -> None:
+        path, size = ram_file(self.cfg, self.key), self.cfg.guest.memory_mib << 20
+        try:
+            got = path.stat().st_size
+        except OSError as e:
+            raise FtorchError(f"the clone's RAM is not at {path}: {e.strerror}") from None
+        if got != size:
+            raise FtorchError(f"the clone's RAM at {path} has {got} bytes, the guest "
+                              f"{size}: wrong file")
 
     def wait_finished(self, timeout: float) -> dict[str, Any]:
         """Wait until the backup has replayed the whole (ended) log."""
@@ -172,7 +199,9 @@ class Backup:
             self.controller.stop()
         self.receiver.stop()
 
-    def close(self) -> None:
+    def close(self, keep_ram: bool = False) -> None:
+        """keep_ram: the RAM file stays (a go-live's guest runs on from it, and its next
+        clone's waiting recorder maps it by name)."""
         if self._closing:
             return
         self._closing = True
@@ -180,8 +209,8 @@ class Backup:
         self.host.destroy(domain_name(self.cfg, self.key))
         if self.standby is not None:
             self.standby.destroy()
-        # a go-live's guest keeps the RAM it maps; only the name goes
-        ram_file(self.cfg, self.key).unlink(missing_ok=True)
+        if not keep_ram:
+            ram_file(self.cfg, self.key).unlink(missing_ok=True)
         self.feeder.close()
 
     def status(self) -> BackupStatus:

@@ -111,7 +111,8 @@ class Agent:
             return self.reprotect.run_once()
         if cmd == "begin" and isinstance(self.role, AwaitingClone):
             start = StreamStart(int(req["offset"]), int(req["icount"]), int(req["block"]))
-            backup = Backup(self.cfg, self.key, Host(), start, loadvm=str(req["tag"]))
+            backup = Backup(self.cfg, self.key, Host(), start, loadvm=str(req["tag"]),
+                            ram=bool(req.get("ram")))
             backup.start()
             self.role = backup
             return {"listening": True}
@@ -264,7 +265,8 @@ class Reprotector(Worker):
             res = protect(a.cfg, a.key, a.role, gen, swap=a.replace_primary, fault=fault)
             a.arm()
             self.last = ReprotectStatus(ok=True, at=time.time(), pause_s=res.pause_s, peer=res.peer,
-                                        tag=res.tag, icount=res.icount, passed_s=res.passed_s)
+                                        tag=res.tag, icount=res.icount, passed_s=res.passed_s,
+                                        via=res.clone_via)
             return asdict(res)
         except FtorchError as e:
             self.last = ReprotectStatus(ok=False, error=str(e), at=time.time(),

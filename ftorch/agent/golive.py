@@ -20,13 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ftorch.agent.backup import Backup
-from ftorch.agent.primary import Primary, recorder_spec
-from ftorch.errors import FtorchError, VirtError
+from ftorch.agent.primary import Primary
+from ftorch.agent.standby import leave_ram_out, load_anywhere
+from ftorch.errors import VirtError
 from ftorch.gate.netbridge import LanPort
 from ftorch.host.imagecopy import check_image
-from ftorch.host.layout import domain_name
-from ftorch.host.virt import Guest
-from ftorch.rr.domain import render
 from ftorch.rr.snapshot import repair, vmstate_chunks
 
 log = logging.getLogger("ftorch.golive")
@@ -69,7 +67,8 @@ def _go_live(backup: Backup, timeout_s: float, lan: LanPort, t0: float) -> tuple
     t.replay_s = t1 - t0
     guest = backup.guest
     assert guest is not None
-    lean = _share_ram(guest)
+    # savevm then writes ~1 MB of device state, not the guest's RAM (docs/qemu-notes.md)
+    lean = leave_ram_out(guest, "go-live")
     standby = backup.take_standby()
     guest.savevm(SNAPSHOT)
     t_saved = time.monotonic()
@@ -77,15 +76,12 @@ def _go_live(backup: Backup, timeout_s: float, lan: LanPort, t0: float) -> tuple
     if not guest.kill_and_wait():
         raise VirtError(f"go-live: the replaying QEMU {guest.name} did not exit")
     _repaired(backup)
-    live = None
-    if standby is not None:
-        try:
-            live, t2 = _load_into(backup, standby, lan, t, lean)
-        except FtorchError as e:   # the snapshot is whole: another recorder takes it
-            log.error("go-live: the standby recorder did not take the state (%s); starting a "
-                      "recorder for it", e)
-    if live is None:
-        live, t2 = _restart(backup, lan, t, lean)
+    t2 = time.monotonic()
+    recorder, t.via = load_anywhere(
+        backup.cfg, backup.key, backup.host, True, standby, str(backup.paths.golive_sock),
+        lambda: _counted(vmstate_chunks(str(backup.paths.disk), SNAPSHOT), t), lean, "go-live")
+    live = _live(backup, lan, t)
+    live.adopt(recorder)
     t.save_s = t2 - t1
     live.drop_snapshots()   # loaded, so not needed; only safe before the guest runs
     live.resume_guest()
@@ -95,7 +91,9 @@ def _go_live(backup: Backup, timeout_s: float, lan: LanPort, t0: float) -> tuple
     log.info("live on host %s at icount %d via %s: replay %.2f s, save %.2f s (savevm %.2f s), "
              "start %.2f s; state %.1f MB", backup.key, t.final_icount, t.via, t.replay_s,
              t.save_s, t_saved - t1, t.start_s, t.state_bytes / 1e6)
-    backup.close()   # after the guest runs: libvirt's clean-up of the replay takes ~0.2 s
+    # after the guest runs: libvirt's clean-up of the replay takes ~0.2 s
+    backup.close(keep_ram=True)
+    live.want_spare()   # for the clone that protects the guest again
     return live, t
 
 
@@ -107,42 +105,6 @@ def _repaired(backup: Backup) -> None:
              before.read_event_id, before.block_request_id)
 
 
-def _share_ram(replay: Guest) -> bool:
-    """Leave the RAM file the replay maps out of the go-live's state (`x-ignore-shared`):
-    `savevm` then writes ~1 MB of device state, not the guest's RAM (docs/qemu-notes.md), and
-    whichever recorder takes the state maps that file too (_load_into). Returns whether the
-    state is so lean."""
-    try:
-        replay.share_ram(True)
-        return True
-    except FtorchError as e:
-        log.warning("go-live: the state carries the guest's RAM (%s)", e)
-        return False
-
-
-def _load_into(backup: Backup, recorder: Guest, lan: LanPort, t: GoLiveTimes,
-               lean: bool) -> tuple[Primary, float]:
-    """Load the snapshot's VM state into a recorder waiting with `-incoming defer`: it is the
-    live guest, paused. lean: the state left the shared RAM out. Also returns when the load
-    began."""
-    began = time.monotonic()
-    try:
-        if lean:   # both ends of a state must agree, or its stream does not parse
-            recorder.share_ram(True)
-        recorder.load_state(str(backup.paths.golive_sock),
-                            _counted(vmstate_chunks(str(backup.paths.disk), SNAPSHOT), t),
-                            timeout=60)
-        if lean:   # its own states from now on (a clone's snapshot) carry the RAM again
-            recorder.share_ram(False)
-    except BaseException:
-        recorder.destroy()
-        raise
-    live = _live(backup, lan, t, standby=True)
-    live.adopt(recorder)
-    t.via = t.via or "standby"
-    return live, began
-
-
 def _counted(chunks: Iterator[bytes], t: GoLiveTimes) -> Iterator[bytes]:
     t.state_bytes = 0
     for chunk in chunks:
@@ -150,30 +112,10 @@ def _counted(chunks: Iterator[bytes], t: GoLiveTimes) -> Iterator[bytes]:
         yield chunk
 
 
-def _restart(backup: Backup, lan: LanPort, t: GoLiveTimes,
-             lean: bool) -> tuple[Primary, float]:
-    """No standby took the state: start a recorder for it now. A state without the RAM goes
-    into a new recorder mapping the replay's RAM file, as the standby did; a whole one is
-    loaded from the snapshot (-loadvm). Also returns when it began."""
-    t.via = "restart"
-    began = time.monotonic()
-    if lean:
-        spec = recorder_spec(backup.cfg, backup.key, standby=True)
-        recorder = backup.host.start(render(spec), paused=True)
-        live, _ = _load_into(backup, recorder, lan, t, lean)
-        return live, began
-    name = domain_name(backup.cfg, backup.key)
-    if not backup.host.wait_gone(name, timeout=30):   # the new recorder takes the same name
-        raise VirtError(f"go-live: the replaying QEMU {name} did not go away")
-    live = _live(backup, lan, t, loadvm=SNAPSHOT)
-    live.start(paused=True)
-    return live, began
-
-
-def _live(backup: Backup, lan: LanPort, t: GoLiveTimes, loadvm: str | None = None,
-          standby: bool = False) -> Primary:
-    """The live role on this host, recording alone from the go-live's instruction count."""
-    live = Primary(backup.cfg, backup.key, backup.host, mode="unprotected", loadvm=loadvm,
-                   base_icount=t.final_icount, lan=lan, standby=standby)
+def _live(backup: Backup, lan: LanPort, t: GoLiveTimes) -> Primary:
+    """The live role on this host, recording alone from the go-live's instruction count, in
+    the standby slot (the replay held the other)."""
+    live = Primary(backup.cfg, backup.key, backup.host, mode="unprotected",
+                   base_icount=t.final_icount, lan=lan, standby=True)
     live.net.inbound_open.clear()   # the frames waiting in the tap go in once the guest runs
     return live

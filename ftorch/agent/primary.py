@@ -5,27 +5,20 @@ import logging
 import time
 from typing import Any
 
+from ftorch.agent.standby import SPARE_WAIT_S, Spare, recorder_spec
 from ftorch.channel import trust
 from ftorch.channel.logtail import LogTail
 from ftorch.channel.sender import Sender
 from ftorch.config import PairConfig
 from ftorch.errors import FtorchError
 from ftorch.gate.netbridge import LanPort, NetBridge
-from ftorch.gate.shim import build as build_shim
-from ftorch.host.layout import domain_name, guest_spec, net_socket, paths
+from ftorch.host.layout import domain_name, guest_spec, net_socket, paths, ram_file, rr_log
 from ftorch.host.virt import Guest, Host, check_emulator
-from ftorch.rr.domain import GuestSpec, Mode, render
+from ftorch.rr.domain import Mode, render
 from ftorch.stats import summary, wall_clock
 from ftorch.status import ChannelStatus, GateStatus, NetStatus, PrimaryStatus, Summary
 
 log = logging.getLogger("ftorch.primary")
-
-
-def recorder_spec(cfg: PairConfig, key: str, loadvm: str | None = None,
-                  standby: bool = False) -> GuestSpec:
-    """A recording QEMU for host key, with the log-flush shim unless replay.flush_us is 0."""
-    shim = str(build_shim()) if cfg.replay.flush_us else None   # 0: QEMU's own 4 KiB
-    return guest_spec(cfg, key, Mode.RECORD, shim, loadvm, standby)
 
 
 class Primary:
@@ -36,15 +29,19 @@ class Primary:
         plain (no record/replay: the benchmarks' baseline). loadvm: start from this snapshot
         (a clone's restart) instead of booting; base_icount: the snapshot's instruction count.
         lan: this host's tap, already open (inbound frames waiting in it are delivered).
-        standby: the guest is a backup's standby recorder, adopted at a go-live (adopt())."""
+        standby: the guest runs in the `-standby` slot (a recorder that was waiting for a state,
+        adopted at a go-live or a clone: adopt())."""
         self.cfg, self.key, self.host = cfg, key, host
         self.mode = mode
         self.loadvm = loadvm
+        self.standby = standby
         self.domain = domain_name(cfg, key, standby)
         self.paths = paths(cfg, key)
+        self.log_path = rr_log(cfg, key, standby)
         self.guest: Guest | None = None
+        self.spare: Spare | None = None   # a recorder waiting for the next clone's state
         self.disk_paused = False
-        self.tail = LogTail(str(self.paths.rr_log), cfg.channel.frame_max_bytes, base_icount,
+        self.tail = LogTail(str(self.log_path), cfg.channel.frame_max_bytes, base_icount,
                             keep=cfg.limits.log_keep_mib << 20)
         self.net = NetBridge(str(net_socket(cfg, key, standby)), cfg.host(key).tap,
                              self._log_size if mode != "plain" else None, gated=mode == "protected",
@@ -60,7 +57,7 @@ class Primary:
                       on_ack=self._on_ack)
 
     def _log_size(self) -> int:
-        return self.paths.rr_log.stat().st_size
+        return self.log_path.stat().st_size
 
     def _on_ack(self, offset: int) -> None:
         if self.net.gated is not None:
@@ -72,11 +69,15 @@ class Primary:
         if self.mode == "plain":
             spec = guest_spec(self.cfg, self.key, Mode.PLAIN)
         else:
-            spec = recorder_spec(self.cfg, self.key, self.loadvm)
+            spec = recorder_spec(self.cfg, self.key, self.loadvm, self.standby)
+            if self.loadvm is None:   # a guest boots on zeroed RAM, as its replay will
+                ram_file(self.cfg, self.key).unlink(missing_ok=True)
             self.tail.start()
         self.guest = self.host.start(render(spec), paused=paused)
         log.info("running %s %s (QEMU %s)", spec.name, self.mode, version)
         self._run_io()
+        if self.mode == "unprotected" and self.loadvm is None:
+            self.want_spare()
 
     def adopt(self, guest: Guest) -> None:
         """Take over a recorder that is already there (a go-live's standby, its state loaded)."""
@@ -126,6 +127,26 @@ class Primary:
         self.mode = "unprotected"
         if self.net.gated is not None:
             self.net.gated.ungate()
+        self.want_spare()
+
+    def want_spare(self) -> None:
+        """Running alone, the guest will be cloned: have a recorder wait for the clone's state
+        in the other slot (agent/standby.py), so the clone's pause need not start one."""
+        if self.spare is None and self.mode != "plain":
+            self.spare = Spare(self.cfg, self.key, self.host, not self.standby)
+            self.spare.start()
+
+    def take_spare(self, timeout: float = SPARE_WAIT_S) -> Guest | None:
+        """The waiting recorder, now the caller's (None: there is none)."""
+        spare, self.spare = self.spare, None
+        return spare.take(timeout) if spare is not None else None
+
+    def retire(self) -> None:
+        """A clone moved the guest into the waiting recorder: this one's QEMU is dead. Stop
+        the rest, keep the RAM file (the guest runs on from it) and the tap (handed on)."""
+        self.sender.stop()
+        self.tail.stop()
+        self.log_path.unlink(missing_ok=True)   # nothing needs it: the guest ran unprotected
 
     def drop_snapshots(self) -> None:
         """Delete ftorch's internal snapshots from the guest's image: each holds a full memory
@@ -172,7 +193,10 @@ class Primary:
         return {"stopping": self.domain}
 
     def close(self) -> None:
-        """Stop QEMU cleanly if it still runs (so its log is complete), then everything else."""
+        """Stop QEMU cleanly if it still runs (so its log is complete), then everything else;
+        the RAM file's name goes (QEMU leaves it behind)."""
+        if self.spare is not None:
+            self.spare.close()
         if self.guest is not None and self.guest.is_active():
             self.guest.stop_gracefully()
             self.host.wait_gone(self.domain, timeout=15)
@@ -180,6 +204,8 @@ class Primary:
         self.net.stop()
         self.tail.stop()
         self.host.destroy(self.domain)
+        if self.mode != "plain":
+            ram_file(self.cfg, self.key).unlink(missing_ok=True)
 
     def status(self) -> PrimaryStatus:
         s = self.sender.stats

@@ -17,6 +17,7 @@ guest is never harmed.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from ftorch.channel import trust
 from ftorch.channel.horizon import LEVEL_INSTRUCTIONS
 from ftorch.config import PairConfig
 from ftorch.errors import FtorchError
-from ftorch.host.layout import paths
+from ftorch.host.layout import clone_ram_file, paths, ram_file
 from ftorch.host.prepare import BOOT_FILES
 from ftorch.rpc.hosts import Hosts, pair_dir
 from ftorch.rr.snapshot import write_section
@@ -62,6 +63,8 @@ class ProtectResult:
     passed_s: float          # from the clone until the backup passed the snapshot's count
     image_bytes: int         # data sent to the peer (the image's holes are not sent)
     image_sha256: str        # of the image's data, checked on the peer after the copy
+    ram_bytes: int = 0       # the guest's RAM sent beside the image (0: it is in the image)
+    clone_via: str = ""      # the recorder the guest moved into: standby or restart
 
 
 def peer_free(cfg: PairConfig, me: str) -> bool:
@@ -103,6 +106,7 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
     tag = f"ftorch-clone-{generation or 0}-{int(time.time())}"
     here = paths(cfg, me)
     staging = here.root / "clone.qcow2"
+    ram_staging = clone_ram_file(cfg, me)
     info = None
     current = [primary]
 
@@ -122,17 +126,28 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
         hosts(peer).start_agent(there, peer, "standby")
         wait_for(lambda: hosts.status(peer).role == "standby", 60,
                  f"the standby agent on host {peer} (see {there}/agent.log there)")
-        info = clone(current[0], tag, staging, timeout=30, swap=swapped)
+        if fault == "no-standby":   # the clone restarts the recorder instead
+            spare = current[0].take_spare()
+            if spare is not None:
+                spare.destroy()
+        info = clone(current[0], tag, staging, ram_staging, timeout=30, swap=swapped)
         t0 = time.monotonic()
         hosts.agent(peer, "begin", timeout=30, offset=info.offset, icount=info.icount,
-                    block=info.block, tag=tag)
+                    block=info.block, tag=tag, ram=info.ram is not None)
         current[0].protect()
         if fault:
-            spoil(str(staging), tag, fault)
+            spoil(str(staging), info.ram, tag, fault)
         sent = hosts(peer).send_image(str(staging), f"{there}/{paths(cfg, peer).disk.name}",
                                       progress, what="the clone",
                                       reserve=cfg.limits.disk_reserve_mib << 20)
-        hosts(peer).request("own", paths=[f"{there}/{paths(cfg, peer).disk.name}"])
+        owned = [f"{there}/{paths(cfg, peer).disk.name}"]
+        ram_bytes = 0
+        if info.ram is not None:   # into the file the backup's replay will map
+            owned.append(str(ram_file(cfg, peer)))
+            # room for the pages the replay touches later too: the whole of the guest's RAM
+            ram_bytes = hosts(peer).send_image(info.ram, owned[-1], what="the clone's RAM",
+                                               reserve=cfg.guest.memory_mib << 20).data_bytes
+        hosts(peer).request("own", paths=owned)
         copy_s = time.monotonic() - t0
         hosts.agent(peer, "disk-ready", timeout=30)
         _wait_passed(hosts, peer, info.icount)
@@ -145,19 +160,27 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
         raise err from None
     finally:
         staging.unlink(missing_ok=True)
+        ram_staging.unlink(missing_ok=True)
     res = ProtectResult(peer, tag, info.offset, info.icount, info.pause_s, info.steps, copy_s,
-                        time.monotonic() - t0 + info.pause_s, sent.data_bytes, sent.sha256)
+                        time.monotonic() - t0 + info.pause_s, sent.data_bytes, sent.sha256,
+                        ram_bytes, info.via)
     log.info("protected by host %s: %s", peer, asdict(res))
     return res
 
 
-FAULTS = ("missing-snapshot", "mismatched-snapshot")
+FAULTS = ("missing-snapshot", "mismatched-snapshot", "short-ram", "no-standby")
 
 
-def spoil(image: str, tag: str, fault: str) -> None:
-    """Test hook (`ftorch debug clone-fault`): make the shipped image a wrong one, as a stale or
-    mixed-up copy would be."""
-    if fault == "missing-snapshot":
+def spoil(image: str, ram: str | None, tag: str, fault: str) -> None:
+    """Test hook (`ftorch debug clone-fault`): make the shipped image or RAM a wrong one, as a
+    stale or mixed-up copy would be."""
+    if fault == "no-standby":
+        return   # not a spoiled copy: the clone went without a waiting recorder (protect())
+    if fault == "short-ram":
+        if ram is None:
+            raise ProtectError("clone fault short-ram: this clone's snapshot holds the RAM")
+        os.truncate(ram, os.stat(ram).st_size // 2)
+    elif fault == "missing-snapshot":
         subprocess.run(["qemu-img", "snapshot", "-d", tag, image], check=True, capture_output=True)
     elif fault == "mismatched-snapshot":   # the same tag, taken a million instructions later
         write_section(image, tag, lambda rs: replace(rs, current_icount=rs.current_icount + 10**6))

@@ -15,7 +15,8 @@ class PairPaths:
 
     def __getattr__(self, name: str) -> Path:
         files = {"disk": "data.qcow2", "kernel": "vmlinuz", "initrd": "initramfs.cpio.gz",
-                 "rr_log": "rr.log", "serial": "serial.log", "net_sock": "net.sock",
+                 "rr_log": "rr.log", "standby_rr_log": "rr-standby.log",
+                 "serial": "serial.log", "net_sock": "net.sock",
                  "standby_net_sock": "net-standby.sock", "golive_sock": "golive.sock",
                  "standby_serial": "serial-standby.log",
                  "fifo": "replay.fifo", "spool": "rx.log", "control": "agent.sock", "agent_log": "agent.log",
@@ -30,8 +31,9 @@ def paths(cfg: PairConfig, key: str) -> PairPaths:
 
 
 def domain_name(cfg: PairConfig, key: str, standby: bool = False) -> str:
-    """The guest's domain on host key; standby: the recorder a backup keeps waiting beside its
-    replay, to become the live guest at a go-live (agent/golive.py)."""
+    """The guest's domain on host key, in one of its two slots; standby: the `-standby` slot.
+    A recorder waiting for a state takes the slot the running QEMU does not (agent/standby.py),
+    so after a go-live or a clone the live guest may be in either."""
     return f"ftorch-{cfg.pair}-{key}" + ("-standby" if standby else "")
 
 
@@ -40,9 +42,21 @@ RAM_DIR = Path("/dev/shm")
 
 
 def ram_file(cfg: PairConfig, key: str) -> Path:
-    """Where a backup's replay keeps the guest's RAM, mapped too by the standby recorder beside
-    it (agent/golive.py); one per pair and host."""
+    """Where the guest's RAM is on host key, one file per pair and host: mapped by the replay or
+    the recorder running there and by the standby recorder waiting beside it
+    (agent/standby.py)."""
     return RAM_DIR / f"ftorch-{cfg.pair}-{key}.ram"
+
+
+def clone_ram_file(cfg: PairConfig, key: str) -> Path:
+    """A copy of the guest's RAM taken in a clone's pause, on its way to the new backup."""
+    return RAM_DIR / f"ftorch-{cfg.pair}-{key}-clone.ram"
+
+
+def rr_log(cfg: PairConfig, key: str, standby: bool = False) -> Path:
+    """The log a recorder in that slot writes (a waiting one truncates it when it starts)."""
+    p = paths(cfg, key)
+    return p.standby_rr_log if standby else p.rr_log
 
 
 def net_socket(cfg: PairConfig, key: str, standby: bool = False) -> Path:
@@ -71,26 +85,29 @@ def smbios_uuid(cfg: PairConfig) -> str:
 
 
 def guest_spec(cfg: PairConfig, key: str, mode: Mode, shim: str | None = None,
-               loadvm: str | None = None, standby: bool = False) -> GuestSpec:
-    """standby: a recorder that waits for a VM state (`-incoming defer`), beside the replay;
-    the two map one RAM file."""
+               loadvm: str | None = None, standby: bool = False,
+               incoming: bool = False) -> GuestSpec:
+    """standby: the `-standby` slot (its own name and files); incoming: a recorder that waits
+    for a VM state (`-incoming defer`). Every QEMU but the baseline keeps the guest's RAM in
+    the host's RAM file, so that one waiting beside it can take a state without the RAM."""
     p = paths(cfg, key)
     ip = ipaddress.ip_interface(cfg.guest.ip)
     net_sock = net_socket(cfg, key, standby)
-    env = {"FTORCH_RR_LOG": str(p.rr_log), "FTORCH_FLUSH_US": str(cfg.replay.flush_us),
-           "FTORCH_NET_SOCK": str(net_sock),
+    env = {"FTORCH_RR_LOG": str(rr_log(cfg, key, standby)),
+           "FTORCH_FLUSH_US": str(cfg.replay.flush_us), "FTORCH_NET_SOCK": str(net_sock),
            "FTORCH_KICK": "1" if cfg.replay.inbound_kick else "0"}
     return GuestSpec(
         name=domain_name(cfg, key, standby), kernel=str(p.kernel), initrd=str(p.initrd),
         cmdline=f"console=ttyS0 quiet {cfg.guest.cmdline_extra} ftorch.ip={ip.with_prefixlen}",
-        disk=str(p.disk), rr_log=str(p.fifo if mode == Mode.REPLAY else p.rr_log),
-        # libvirt (virtlogd) lets one domain at a time have a serial file: the standby has its
-        # own, which holds the console from a go-live until the next clone's restart
+        disk=str(p.disk),
+        rr_log=str(p.fifo if mode == Mode.REPLAY else rr_log(cfg, key, standby)),
+        # libvirt (virtlogd) lets one domain at a time have a serial file: each slot has its
+        # own, and the guest's console is in the live slot's
         net_socket=str(net_sock), serial_log=str(p.standby_serial if standby else p.serial),
         mac=cfg.guest.mac,
         smbios_uuid=smbios_uuid(cfg), memory_mib=cfg.guest.memory_mib, mode=mode,
         shim=shim if mode == Mode.RECORD else None, loadvm=loadvm,
-        incoming="defer" if standby else None,
-        ram_file=str(ram_file(cfg, key)) if standby or mode == Mode.REPLAY else None,
+        incoming="defer" if incoming else None,
+        ram_file=None if mode == Mode.PLAIN else str(ram_file(cfg, key)),
         emulator=cfg.host(key).emulator,
         env=env if mode == Mode.RECORD and shim else {})

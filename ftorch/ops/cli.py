@@ -339,11 +339,13 @@ def truncate_frame(config: str) -> None:
 
 
 @debug_app.command("clone-fault")
-def clone_fault(config: str, fault: str = typer.Argument(..., help="missing-snapshot or "
-                                                                   "mismatched-snapshot"),
+def clone_fault(config: str, fault: str = typer.Argument(..., help="missing-snapshot, "
+                                                                   "mismatched-snapshot, "
+                                                                   "short-ram or no-standby"),
                 host: str = typer.Option("a", help="the host whose next clone is spoiled")) -> None:
-    """Spoil the image the next `ftorch protect` ships, as a stale or mixed-up copy would be (the
-    backup must refuse it and the guest run on unprotected)."""
+    """Spoil the image or RAM the next `ftorch protect` ships, as a stale or mixed-up copy would
+    be (the backup must refuse it and the guest run on unprotected); or make the next clone go
+    without a waiting recorder (no-standby: it restarts the recorder, a longer pause)."""
     cfg = _config(config)
     try:
         pair_ops.agent_call(cfg, host, "inject", what="clone-fault", fault=fault)

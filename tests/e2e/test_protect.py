@@ -98,14 +98,20 @@ def test_bad_clones_are_refused_then_a_good_one_protects_and_takes_over(tmp_path
         _refused(cfg_path, "with a VM state")
         ftorch("debug", "clone-fault", str(cfg_path), "mismatched-snapshot")
         _refused(cfg_path, "wrong image")
+        ftorch("debug", "clone-fault", str(cfg_path), "short-ram")
+        _refused(cfg_path, "wrong file")
         marker.touch()   # host B's QEMU is now of another version
         try:
             _refused(cfg_path, "QEMU 9.2.4 is not supported")
         finally:
             marker.unlink()
 
+        # the good clone goes the slow way, without a recorder waiting beside the guest: the
+        # failover below proves that its backup replays too (every clone above had one)
+        ftorch("debug", "clone-fault", str(cfg_path), "no-standby")
         res = json.loads(ftorch("protect", str(cfg_path), "--json", timeout=900).stdout)
         assert res["peer"] == "b" and res["pause_s"] < 5
+        assert res["clone_via"] == "restart" and res["ram_bytes"] > 1 << 20
         # the image went over SSH without its holes and was checked there (send_image)
         assert len(res["image_sha256"]) == 64 and res["image_bytes"] > 1 << 20
         assert paths(cfg, "b").disk.stat().st_blocks * 512 <= res["image_bytes"] + (16 << 20), \
@@ -138,6 +144,8 @@ def test_three_failovers_with_reprotection_keep_every_record(tmp_path):
             peer = "b" if live == "a" else "a"
             if n:
                 protected_by(cfg_path, live, timeout=150)
+                # the clone moved the guest into the recorder waiting beside it (the short pause)
+                assert side(cfg_path, live).reprotect.via == "standby"
                 pair.wait_caught_up(cfg, timeout=300)
             lab.kill_host(paths(cfg, live).pid, domain_names(cfg, live))
             s = wait_until(lambda p=peer: (x := side(cfg_path, p)).role in
