@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Any
 
-from ftorch.agent.standby import LOAD_TIMEOUT_S, start_standby
+from ftorch.agent.standby import load_state, start_standby
 from ftorch.channel import trust
 from ftorch.channel.feeder import Feeder, StreamStart
 from ftorch.channel.framing import Frame
@@ -103,10 +103,8 @@ class Backup:
         """The clone's snapshot without the RAM, into the replay waiting for it; the RAM is
         in the file it maps, sent beside the image."""
         assert self.guest is not None and self.loadvm is not None
-        self.guest.share_ram(True)
-        self.guest.load_state(str(self.paths.golive_sock),
-                              vmstate_chunks(str(self.paths.disk), self.loadvm),
-                              timeout=LOAD_TIMEOUT_S)
+        load_state(self.guest, str(self.paths.golive_sock),
+                   vmstate_chunks(str(self.paths.disk), self.loadvm), lean=True)
 
     def _drop_loaded_snapshot(self) -> None:
         """The clone's snapshot is loaded: delete it from the image before the replay runs
