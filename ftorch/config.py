@@ -74,10 +74,22 @@ class ReplayConfig:
     break_interval_ms: float = 5.0
     flush_us: int = 1000
     # Wake the recorder's vCPU when inbound frames or disk completions are queued (the shim's
-    # kick, docs/qemu-notes.md): without it they wait up to ~1 s while the guest idles. Off by
-    # default until the lag is bounded (issue 16): with it a busy guest runs faster than its
-    # backup replays on a 2-core host, and a clone under sustained load never catches up.
-    inbound_kick: bool = False
+    # kick, docs/qemu-notes.md): without it they wait up to ~1 s while the guest idles. A busy
+    # guest then records faster than its backup replays (~2x on a 2-core host): the lag bound
+    # (`lag`) holds it back.
+    inbound_kick: bool = True
+
+
+@dataclass(frozen=True)
+class LagConfig:
+    # The backup may trail the primary by this much (seconds between the primary recording a
+    # point and the backup replaying it): past it the guest's inbound frames wait until the
+    # backup is back under half of it (gate/lagbound.py). A failover replays about this much.
+    bound_s: float = 0.5
+    # The longest one frame waits: a backup that stops moving does not cut off the clients.
+    max_hold_s: float = 0.2
+    # Off: the lag is whatever the hosts give (a busy guest's backup can fall seconds behind).
+    hold_inbound: bool = True
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,7 @@ class PairConfig:
     shared_dir: str
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
+    lag: LagConfig = field(default_factory=LagConfig)
     failover: FailoverConfig = field(default_factory=FailoverConfig)
     ssh: SshConfig = field(default_factory=SshConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -246,6 +259,8 @@ def validate(cfg: PairConfig) -> PairConfig:
         raise ConfigError("channel.frame_max_bytes: must be within 4096..1048576")
     _positive(cfg.replay.margin_instructions, "replay.margin_instructions")
     _positive(cfg.replay.break_interval_ms, "replay.break_interval_ms")
+    _positive(cfg.lag.bound_s, "lag.bound_s")
+    _positive(cfg.lag.max_hold_s, "lag.max_hold_s")
     if cfg.replay.flush_us < 0:
         raise ConfigError(f"replay.flush_us: must be 0 (no flush shim) or positive, "
                           f"got {cfg.replay.flush_us}")
@@ -276,6 +291,7 @@ def parse(data: Any, source: str = "<config>", text: str = "") -> PairConfig:
         shared_dir=str(data["shared_dir"]),
         channel=_build(ChannelConfig, data.get("channel", {}), "channel"),
         replay=_build(ReplayConfig, data.get("replay", {}), "replay"),
+        lag=_build(LagConfig, data.get("lag", {}), "lag"),
         failover=_build(FailoverConfig, data.get("failover", {}), "failover"),
         ssh=_build(SshConfig, data.get("ssh", {}), "ssh"),
         limits=_build(LimitsConfig, data.get("limits", {}), "limits"),

@@ -75,6 +75,19 @@ class GateStatus:
 
 
 @dataclass(frozen=True)
+class HoldStatus:
+    """The bound on the backup's lag (gate/lagbound.py): the guest's inbound frames held back."""
+
+    bound_s: float = 0.0
+    holding: bool = False            # frames wait now: the backup trails past the bound
+    episodes: int = 0                # times holding began since the primary started
+    frames_held: int = 0             # frames that waited
+    held_s: float = 0.0              # their waits, summed
+    longest_s: float = 0.0           # the longest wait of one frame
+    timeouts: int = 0                # frames let in at max_hold_s, the backup still behind
+
+
+@dataclass(frozen=True)
 class NetStatus:
     frames_in: int = 0
     frames_out: int = 0
@@ -98,6 +111,7 @@ class PrimaryStatus:
     net: NetStatus = field(default_factory=NetStatus)
     gate: GateStatus | None = None
     staleness_s: Summary = field(default_factory=Summary)
+    hold: HoldStatus | None = None   # None: the lag bound is off, or no backup
 
 
 @dataclass(frozen=True)

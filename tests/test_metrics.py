@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_status import BACKUP, PRIMARY
 
 from ftorch.agent.metrics import StatusCollector
-from ftorch.status import FailoverStatus, GateStatus, Histogram, SideStatus
+from ftorch.status import FailoverStatus, GateStatus, Histogram, HoldStatus, SideStatus
 
 
 def scrape(st: SideStatus) -> dict[tuple[str, tuple], float]:
@@ -51,6 +51,10 @@ def test_a_primary_and_a_backup_as_prometheus_sees_them():
     assert value(s, "ftorch_replication_lag_instructions", host="a") == 0
     assert value(s, "ftorch_replication_lag_seconds", host="a") == 0.05   # from the acks
     assert value(s, "ftorch_clone_pause_seconds") == 1.01
+    assert not [n for n, _ in s if n == "ftorch_lag_bound_holding"]   # no bound in this status
+    held = scrape(replace(a, primary=replace(a.primary, hold=HoldStatus(0.5, True, held_s=2.5))))
+    assert value(held, "ftorch_lag_bound_holding") == 1
+    assert value(held, "ftorch_lag_bound_held_seconds") == 2.5
     b = scrape(BACKUP)
     assert value(b, "ftorch_replication_lag_seconds", host="b") == 0.043
     assert value(b, "ftorch_replication_lag_instructions", host="b") == 1_500_000

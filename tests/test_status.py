@@ -83,3 +83,16 @@ def test_notes_name_a_full_disk_and_refused_strangers():
     assert cli.status_notes(PairStatus("p", {"a": PRIMARY, "b": BACKUP})) == []
     back = SideStatus.from_json(json.loads(json.dumps(a.to_json())))
     assert back.guard == a.guard
+
+
+def test_a_note_says_when_inbound_frames_wait_for_the_backup():
+    from dataclasses import replace
+
+    from ftorch.status import HoldStatus
+    hold = HoldStatus(bound_s=0.5, holding=True, episodes=2, frames_held=40, held_s=1.5)
+    a = replace(PRIMARY, primary=replace(PRIMARY.primary, hold=hold))
+    assert cli.status_notes(PairStatus("p", {"a": a, "b": BACKUP})) == [
+        "host a: the guest's inbound frames wait: its backup trails past the 0.5 s bound"]
+    assert SideStatus.from_json(json.loads(json.dumps(a.to_json()))).primary.hold == hold
+    calm = replace(a, primary=replace(PRIMARY.primary, hold=replace(hold, holding=False)))
+    assert cli.status_notes(PairStatus("p", {"a": calm, "b": BACKUP})) == []

@@ -105,6 +105,12 @@ def _lag(st: SideStatus, lb: list[str]) -> Iterator[Metric]:
     rec: Any = st.primary or st.backup
     yield _gauge("ftorch_replication_lag_instructions", "Instructions the backup trails by.",
                  lb, rec.lag_instructions if rec else None)
+    hold = st.primary.hold if st.primary else None
+    yield _gauge("ftorch_lag_bound_holding", "1 while the guest's inbound frames wait because "
+                 "its backup trails past the lag bound.", lb,
+                 (1 if hold.holding else 0) if hold else None)
+    yield _gauge("ftorch_lag_bound_held_seconds", "Seconds inbound frames have waited for the "
+                 "backup, summed over frames.", lb, hold.held_s if hold else None)
 
 
 def _gate(st: SideStatus, lb: list[str]) -> Iterator[Metric]:

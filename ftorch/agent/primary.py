@@ -11,6 +11,8 @@ from ftorch.channel.logtail import LogTail
 from ftorch.channel.sender import Sender
 from ftorch.config import PairConfig
 from ftorch.errors import FtorchError
+from ftorch.gate import lagbound
+from ftorch.gate.holder import InboundHold
 from ftorch.gate.netbridge import LanPort, NetBridge
 from ftorch.host.layout import domain_name, guest_spec, net_socket, paths, ram_file, rr_log
 from ftorch.host.virt import Guest, Host, check_emulator
@@ -43,9 +45,12 @@ class Primary:
         self.disk_paused = False
         self.tail = LogTail(str(self.log_path), cfg.channel.frame_max_bytes, base_icount,
                             keep=cfg.limits.log_keep_mib << 20)
+        self.hold = (InboundHold(self._backup_lag, lagbound.policy(cfg.lag.bound_s,
+                                                                   cfg.lag.max_hold_s))
+                     if mode != "plain" and cfg.lag.hold_inbound else None)
         self.net = NetBridge(str(net_socket(cfg, key, standby)), cfg.host(key).tap,
                              self._log_size if mode != "plain" else None, gated=mode == "protected",
-                             max_held=cfg.limits.gate_frames, port=lan)
+                             max_held=cfg.limits.gate_frames, port=lan, hold=self.hold)
         self.sender = self._new_sender()
 
     def _new_sender(self) -> Sender:
@@ -55,6 +60,10 @@ class Primary:
         return Sender(self.tail, (peer.address, ch.port), self.cfg.pair, ch.heartbeat_s,
                       ch.timeout_s, tls, self.cfg.host(self.key).address, self.net.inbound_times,
                       on_ack=self._on_ack)
+
+    def _backup_lag(self) -> float | None:
+        """How far behind the backup replays; None when there is none to wait for."""
+        return self.sender.lag.seconds() if self.mode == "protected" else None
 
     def _log_size(self) -> int:
         return self.log_path.stat().st_size
@@ -232,10 +241,11 @@ class Primary:
                                   longest_silence_s=s.live.longest_gap_s,
                                   close_calls=s.live.close_calls),
             backup_icount=s.backup_icount, lag_instructions=max(0, icount - s.backup_icount),
-            lag_seconds=self.sender.lag.seconds() if self.mode == "protected" else None,
+            lag_seconds=self._backup_lag(),
             disk_paused=self.disk_paused,
             net=NetStatus(self.net.frames_in, self.net.frames_out),
             gate=None if g is None else GateStatus(g.gate.held, g.gate.released, g.gate.open,
                                                    delays["p50"], delays["p99"], g.gate.dropped,
                                                    g.gate.max_held, g.histogram),
-            staleness_s=Summary(**summary(s.staleness)))
+            staleness_s=Summary(**summary(s.staleness)),
+            hold=self.hold.status() if self.hold is not None else None)

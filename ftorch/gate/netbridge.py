@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from ftorch.channel.logtail import frame_key
 from ftorch.gate.announce import rarp_announce
+from ftorch.gate.holder import InboundHold
 from ftorch.gate.outputgate import OutputGate
 from ftorch.status import Histogram
 
@@ -125,16 +126,19 @@ class GatedOutput:
 class NetBridge:
     def __init__(self, qemu_socket: str, tap: str,
                  log_size: Callable[[], int] | None = None, gated: bool = True,
-                 max_held: int = 4096, port: LanPort | None = None) -> None:
+                 max_held: int = 4096, port: LanPort | None = None,
+                 hold: InboundHold | None = None) -> None:
         """log_size given: outbound frames go through the output gate, each needing the log
         acknowledged up to the log's size when the frame came out of QEMU; gated False: the gate
         starts open (unprotected) until `gated.regate`. port: the tap, already open (handed
-        over by the previous bridge, or opened early by a go-live); None: open `tap`."""
+        over by the previous bridge, or opened early by a go-live); None: open `tap`. hold:
+        the lag bound, which makes inbound frames wait while the backup trails."""
         self.qemu_socket = qemu_socket
         self.tap = tap
         self.log_size = log_size
         self.start_gated = gated
         self.max_held = max_held              # the output gate's limit (limits.gate_frames)
+        self.hold = hold
         self.gated: GatedOutput | None = None
         self.inbound_times: dict[bytes, float] = {}
         self.frames_in = 0
@@ -228,6 +232,8 @@ class NetBridge:
                         break
                     held.append(os.read(self._tap_fd, 65536))
                 self.inbound_open.wait()
+                if self.hold is not None:
+                    self.hold.wait(self._stop)
                 if self._stop.is_set():
                     break            # the frame stays held for the next bridge on this port
                 frame = held.popleft()

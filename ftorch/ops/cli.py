@@ -154,6 +154,10 @@ def status_notes(data: PairStatus) -> list[str]:
     for key, h in data.hosts.items():
         if h.guard and h.guard.tripped:
             notes.append(f"host {key}: {h.guard.tripped}: {h.guard.action}")
+        hold = h.primary.hold if h.primary else None
+        if hold and hold.holding:
+            notes.append(f"host {key}: the guest's inbound frames wait: its backup trails "
+                         f"past the {hold.bound_s:g} s bound")
         ch = h.channel
         if ch and ch.refused_peers:   # strangers on the LAN, or a peer with another credential
             notes.append(f"host {key}: refused {ch.refused_peers} channel connection(s) "

@@ -28,10 +28,10 @@ PAIR = "e2e"
 def pair(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pair")
     # these tests cut the channel on purpose to test its resume; no failover races here; 1 MiB
-    # of log kept: both sides punch out what the backup holds, and the replay must not mind
-    # the inbound kick on (off by default): the clean stop's identical replay checks it
-    cfg_path = write_config(tmp, PAIR, failover={"enabled": False}, limits={"log_keep_mib": 1},
-                            replay={"inbound_kick": True})
+    # of log kept: both sides punch out what the backup holds. The inbound kick and the lag
+    # bound are on (the defaults): the clean stop's identical replay checks the replay minds
+    # neither
+    cfg_path = write_config(tmp, PAIR, failover={"enabled": False}, limits={"log_keep_mib": 1})
     with running_pair(cfg_path) as cfg:
         yield cfg_path, cfg, tmp
 
@@ -39,10 +39,14 @@ def pair(tmp_path_factory):
 def test_backup_follows_while_client_writes(pair):
     cfg_path, _, tmp = pair
     client = Client(tmp / "load.json", duration=30)
-    # during the writes the backup is replaying and catches up to within a few ms of work
+    # a writing client makes the guest record faster than its backup replays: the lag bound
+    # makes the client's frames wait, and the backup catches up while the writes go on
+    wait_until(lambda: side(cfg_path, "a").primary.hold.frames_held > 0, 240,
+               "the lag bound to hold inbound frames back")
     wait_until(lambda: (b := side(cfg_path, "b").backup) is not None
                and b.guest in ("running", "paused") and b.lag_instructions < 50_000_000,
                240, "the backup to catch up with the primary")
+    assert client.proc.poll() is None, "the client should still be writing"
     res = client.result(timeout=300)
     assert res["errors"] == [] and res["mismatches"] == []
     assert len(res["acked"]) > 30, "the client should have written for 30 s"
