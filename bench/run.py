@@ -75,11 +75,12 @@ class SerialTicks(threading.Thread):
             time.sleep(0.002)
 
 
-def config(tmp: Path, name: str, **replay: int | bool) -> Path:
+def config(tmp: Path, name: str, lag: dict | None = None, **replay: int | bool) -> Path:
     data = yaml.safe_load((ROOT / "examples/lab.yaml").read_text())
     data["pair"] = "bench"
     data["guest"]["image"] = str((ROOT / "vm-images/build/current").resolve())
     data["replay"].update(replay)
+    data.setdefault("lag", {}).update(lag or {})
     data["failover"]["reprotect"] = False   # the failover runs measure one failover each
     p = tmp / f"{name}.yaml"
     p.write_text(yaml.safe_dump(data))
@@ -167,6 +168,7 @@ def scenario(name: str, mode: str, cfg_path: Path, tmp: Path, progress: Progress
         load_lag = [tb[n] - ta[n] for n in ta if n in tb and t1 <= ta[n] < t2]
         result["staleness_s"] = asdict(a.staleness_s)
         result["gate"] = asdict(a.gate) if a.gate else None
+        result["hold"] = asdict(a.hold) if a.hold else None
         result["lag_s_serial"] = summary(tick_lag)
         result["lag_s_serial_idle"] = summary(idle_lag)
         result["lag_s_serial_load"] = summary(load_lag)
@@ -197,19 +199,23 @@ def _lag_phases(x: dict) -> list[tuple[str, dict]]:
 
 def markdown(res: dict) -> str:
     p, r, f, n = res["plain"], res["recorded"], res["pair"], res["pair_nokick"]
+    u = res.get("pair_nobound")   # older results have no such row
     lines = [f"# Replication benchmark ({res['date']}, {res['machine']})", "",
              f"Workload: idle {IDLE_S:.0f} s, then one client writing over one TCP connection for "
              f"{LOAD_S:.0f} s (`PUT` answered after fsync). Same guest in every row.", "",
              "| scenario | requests/s | ratio to plain | RTT p50 | RTT p99 | log Mbit/s idle | "
              "log Mbit/s load |", "|---|---|---|---|---|---|---|"]
-    for name, x in (("plain (no record/replay)", p), ("recorded alone, inbound kick", r),
-                    ("protected pair, inbound kick", f), ("protected pair, no kick (default)", n)):
+    rows = [("plain (no record/replay)", p), ("recorded alone, inbound kick", r),
+            ("protected pair, kick + lag bound (default)", f),
+            *([("protected pair, kick, no lag bound", u)] if u else []),
+            ("protected pair, no kick", n)]
+    for name, x in rows:
         lm = x.get("log_mbit_s", {})
         lines.append(f"| {name} | {x['request_rate']:.1f} | {x['request_rate'] / p['request_rate']:.2f} "
                      f"| {fmt(x['rtt_s']['p50'], ' ms', 1e3, 1)} | {fmt(x['rtt_s']['p99'], ' ms', 1e3, 1)} "
                      f"| {fmt(lm.get('idle'), '', 1, 3)} | {fmt(lm.get('load'), '', 1, 3)} |")
-    lines += ["", "| measure | inbound kick | p50 | p99 | max | samples |", "|---|---|---|---|---|---|"]
-    for label, x in (("on", f), ("off", n)):
+    lines += ["", "| measure | pair | p50 | p99 | max | samples |", "|---|---|---|---|---|---|"]
+    for label, x in (("default", f), *([("no bound", u)] if u else []), ("no kick", n)):
         s, lq = x["staleness_s"], x["lag_s_status"]
         lines += [
             f"| log staleness: inbound frame given to QEMU until its log event is on the wire | {label} "
@@ -227,6 +233,12 @@ def markdown(res: dict) -> str:
     lines += ["", f"Output gate (kick on): {g.get('released')} frames released, added delay p50 "
               f"{fmt(g.get('delay_p50'), ' ms', 1e3, 2)}, p99 {fmt(g.get('delay_p99'), ' ms', 1e3, 2)}."]
     share = f.get("libvirtd_cpu_share")
+    hold = f.get("hold") or {}
+    if hold:
+        lines += ["", f"Lag bound (default row): inbound frames held {hold.get('frames_held')} "
+                  f"times in {hold.get('episodes')} episodes, {hold.get('held_s')} s in all, "
+                  f"longest {hold.get('longest_s')} s ({hold.get('timeouts')} let in at "
+                  "`lag.max_hold_s`)."]
     lines += ["", f"Backup break hits (kick on): {f.get('backup_break_hits')}; libvirtd's CPU "
               f"(both hosts' replay control): {fmt(share, ' % of a core', 100, 0)}. "
               "Lag over time: `lag.png`."]
@@ -334,6 +346,7 @@ def replication(tmp: Path, cfg: Path, progress: Progress) -> dict:
                             "cores, TCG"}
     kick = config(tmp, "kick", inbound_kick=True)   # the lever of issue 14, measured both ways
     runs = (("plain", "plain", cfg), ("recorded", "unprotected", kick), ("pair", "protected", kick),
+            ("pair_nobound", "protected", config(tmp, "nobound", {"hold_inbound": False})),
             ("pair_nokick", "protected", config(tmp, "nokick", inbound_kick=False)))
     for name, mode, path in runs:
         res[name] = scenario(name, mode, path, tmp, progress)
