@@ -88,9 +88,20 @@ enum { REPLAY_MODE_RECORD = 1 };
 
 static void noop(void *cpu, run_data data) { (void)cpu; (void)data; }
 
+/* LD_PRELOAD reaches every process the recorder's start runs, e.g. a wrapper script that then
+ * execs QEMU (the shim loads again there): only a QEMU is judged. */
+static int is_qemu(void) {
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return 1;   /* cannot tell: judge it */
+    exe[n] = '\0';
+    const char *base = strrchr(exe, '/');
+    return strstr(base ? base + 1 : exe, "qemu") != NULL;
+}
+
 static int kick_init(void) {
     const char *on = getenv("FTORCH_KICK");
-    if (!on || strcmp(on, "1") != 0) return 0;
+    if (!on || strcmp(on, "1") != 0 || !is_qemu()) return 0;
     replay_mode_p = dlsym(RTLD_DEFAULT, "replay_mode");
     has_events = (bool_fn)dlsym(RTLD_DEFAULT, "replay_has_events");
     bql_held = (bool_fn)dlsym(RTLD_DEFAULT, "bql_locked");
