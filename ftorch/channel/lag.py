@@ -4,7 +4,6 @@ primary's from the positions the backup's acknowledgements report.
 """
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from collections import deque
@@ -41,9 +40,13 @@ class LagMeter:
         with self._lock:
             if not self._stamps or not self.reached_at:
                 return None
-            counts = [c for c, _ in self._stamps]
-            i = min(bisect.bisect_left(counts, self.icount), len(counts) - 1)
-            return max(0.0, self.reached_at - self._stamps[i][1])
+            # the first chunk ending at or past the backup's position: replayed() trims the
+            # stamps so that only the first one can end before it (O(1): the bridge asks for
+            # every inbound frame, gate/holder.py)
+            first = self._stamps[0]
+            if first[0] < self.icount and len(self._stamps) > 1:
+                first = self._stamps[1]
+            return max(0.0, self.reached_at - first[1])
 
     def __len__(self) -> int:
         return len(self._stamps)
