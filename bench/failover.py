@@ -10,10 +10,13 @@ SETTLE_S after that, then reads every record back.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,6 +24,7 @@ import yaml
 from rich.progress import Progress
 
 from ftorch.config import load
+from ftorch.errors import FtorchError
 from ftorch.host import lab
 from ftorch.host.layout import domain_names, paths
 from ftorch.ops import pair
@@ -32,6 +36,9 @@ RUNS = 5
 # stream, and once the guest's disk has taken a few hundred writes
 KILL_POINTS = {"early": 10, "steady": 100, "late": 400}
 SETTLE_S = 3.0
+# BENCH_TRACE=DIR keeps each run's evidence there: the client's packets (tcpdump in its
+# namespace) and both agents' logs, to read a long stall against what the agents did
+TRACE = os.environ.get("BENCH_TRACE")
 PARTS = ("first_reply_s", "longest_stall_s", "protected_again_s", "detection_s", "replay_s",
          "golive_s", "save_s", "start_s")
 
@@ -58,14 +65,64 @@ def longest_stall(ack_times: list[float], killed_at: float) -> float | None:
     return max((b - a for a, b in zip(window, window[1:], strict=False)), default=None)
 
 
+def _trace_start(name: str) -> subprocess.Popen | None:
+    if not TRACE:
+        return None
+    Path(TRACE).mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(["ip", "netns", "exec", lab.CLIENT_NS, "tcpdump", "-i", "eth0", "-s",
+                             "160", "-w", f"{TRACE}/{name}.pcap", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _trace_stop(dump: subprocess.Popen | None, cfg, name: str, out: Path) -> None:
+    if dump is None:
+        return
+    dump.send_signal(signal.SIGINT)
+    dump.wait(timeout=30)
+    for key in ("a", "b"):
+        st = pair.try_status(cfg, key)
+        Path(f"{TRACE}/{name}-{key}-status.json").write_text(
+            json.dumps(asdict(st) if st else None, indent=1, default=str))
+        if paths(cfg, key).agent_log.exists():
+            shutil.copy(paths(cfg, key).agent_log, f"{TRACE}/{name}-{key}.log")
+    if out.exists():
+        shutil.copy(out, f"{TRACE}/{name}-client.json")
+
+
+class BootFailed(Exception):
+    """The fresh pair did not settle into protected and caught up (e.g. a false failover
+    while both guests boot on the lab's two cores): the run is redone, and counted."""
+
+
+def caught_up(cfg) -> None:
+    """Wait until the fresh pair is caught up; BootFailed if it never is."""
+    try:
+        pair.wait_caught_up(cfg, timeout=300, max_lag_s=0.5)
+    except FtorchError as e:
+        roles = {k: pair.try_status(cfg, k).role for k in ("a", "b")}
+        raise BootFailed(f"{e} (roles {roles})") from e
+
+
+def redo_boot_failures(fn: Callable[[], dict], failures: list[str], tries: int = 3) -> dict:
+    """fn(), again after a BootFailed (each kept in failures), at most `tries` times."""
+    for _ in range(tries - 1):
+        try:
+            return fn()
+        except BootFailed as e:
+            failures.append(str(e))
+    return fn()
+
+
 def one_run(cfg_path: Path, tmp: Path, point: str, i: int) -> dict:
     cfg = load(cfg_path)
     lab.up()  # idempotent; first: the pair's hosts are reached over its sshd
     pair.down(cfg, timeout=10, force=True)   # leftovers of an earlier run
     pair.up(cfg, wait=True, timeout=300)
+    dump = None
+    out = tmp / f"failover-{point}{i}.json"
     try:
-        pair.wait_caught_up(cfg, timeout=300, max_lag_s=0.5)
-        out = tmp / f"failover-{point}{i}.json"
+        dump = _trace_start(f"{point}{i}")
+        caught_up(cfg)
         before = released(cfg)
         proc = subprocess.Popen(
             ["ip", "netns", "exec", lab.CLIENT_NS, sys.executable, str(ROOT / "tools/kvclient.py"),
@@ -86,6 +143,7 @@ def one_run(cfg_path: Path, tmp: Path, point: str, i: int) -> dict:
         proc.wait(timeout=300)
         res = json.loads(out.read_text())
     finally:
+        _trace_stop(dump, cfg, f"{point}{i}", out)
         pair.down(cfg, timeout=10, force=True)
     after = [t for t in res["ack_times"] if t > killed_at]
     return {
@@ -104,13 +162,14 @@ def one_run(cfg_path: Path, tmp: Path, point: str, i: int) -> dict:
 def run(cfg_path: Path, tmp: Path, progress: Progress) -> dict:
     cfg = with_reprotect(tmp, cfg_path, True)
     task = progress.add_task("failover: SIGKILL runs", total=RUNS * len(KILL_POINTS))
-    runs = []
+    runs, boot_failures = [], []
     for i in range(RUNS):
         for point in KILL_POINTS:   # interleaved: drift hits every point alike
-            runs.append(one_run(cfg, tmp, point, i))
+            runs.append(redo_boot_failures(lambda p=point, n=i: one_run(cfg, tmp, p, n),
+                                           boot_failures))
             progress.advance(task)
     ok = [r for r in runs if r["live"] and r["first_reply_s"] is not None]
-    return {"runs": runs, "went_live": len(ok),
+    return {"runs": runs, "went_live": len(ok), "boot_failures": boot_failures,
             "intact": sum(1 for r in ok if not r["client_errors"] and not r["mismatches"]),
             "timeout_s": load(cfg).channel.timeout_s,
             "all": {k: summary([r[k] for r in ok]) for k in PARTS},
@@ -136,6 +195,8 @@ def markdown(res: dict, timeout_s: float) -> str:
         f"Went live: {res['went_live']} of {len(res['runs'])}; client connection and every "
         f"acknowledged record intact: {res['intact']}. Detection is the channel timeout "
         f"({res.get('timeout_s', timeout_s):g} s)."
+        + (f" Fresh pairs that did not settle before their run (redone): "
+           f"{len(res['boot_failures'])}." if res.get("boot_failures") else "")
         + ("" if legacy else " The client writes on one connection until the pair is protected "
            "again (automatic re-protection: a clone back onto host A)."), "",
         "| measure | p50 | p99 | max | samples |", "|---|---|---|---|---|",

@@ -1,5 +1,6 @@
 """The lag bound's rules (gate/lagbound.py) and the bridge's waiting frame (gate/holder.py)."""
 import threading
+import time
 
 import pytest
 
@@ -62,6 +63,13 @@ def test_the_holder_gives_up_at_max_hold_and_counts_it():
     hold.wait(threading.Event())
     st = hold.status()
     assert st.holding and st.timeouts == 1 and st.longest_s >= 0.03
+
+
+def test_a_frame_that_arrived_max_hold_ago_goes_in_at_once():
+    hold = InboundHold(lambda: 5.0, lagbound.policy(0.5, 60.0))
+    t0 = time.monotonic()
+    hold.wait(threading.Event(), since=t0 - 60.0)
+    assert time.monotonic() - t0 < 30.0 and hold.status().frames_held == 0
 
 
 def test_a_stopping_bridge_does_not_wait():

@@ -6,10 +6,13 @@ import os
 import socket
 import struct
 import threading
+import time
 
 from channelkit import wait
 
+from ftorch.gate import lagbound
 from ftorch.gate.announce import ETH_P_RARP, rarp_announce
+from ftorch.gate.holder import InboundHold
 from ftorch.gate.netbridge import LanPort, NetBridge
 
 
@@ -51,7 +54,7 @@ def test_frames_that_arrive_between_two_bridges_wait_in_the_port(tmp_path):
     wait(lambda: q1.frames == [frame(1)])
     b1.inbound_open.clear()             # as before a savevm: frames wait in the agent
     lan.send(frame(2))
-    wait(lambda: list(port.held) == [frame(2)])
+    wait(lambda: [f for f, _ in port.held] == [frame(2)])
     assert b1.stop(keep_port=True) is port and port.fd is not None
     lan.send(frame(3))                  # nobody reads the tap now
     q2 = FakeQemu(str(tmp_path / "q2.sock"))
@@ -63,6 +66,28 @@ def test_frames_that_arrive_between_two_bridges_wait_in_the_port(tmp_path):
     wait(lambda: len(q2.frames) == 3)
     assert q2.frames == [frame(2), frame(3), frame(4)] and q1.frames == [frame(1)]
     assert b2.stop() is None and port.fd is None   # not kept: the tap is let go
+
+
+def test_frames_queued_behind_a_held_frame_wait_max_hold_from_their_arrival(tmp_path):
+    """The lag bound holds each frame at most max_hold_s from when it reached the host: a
+    burst (a request, the client's retransmission, its ACKs) goes in together, not one
+    max_hold_s after another (failovers showed 0.8 s stalls that way)."""
+    max_hold = 1.0
+    lan, tap = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    q = FakeQemu(str(tmp_path / "q.sock"))
+    hold = InboundHold(lambda: 5.0, lagbound.policy(0.5, max_hold))   # a backup far behind
+    b = NetBridge(str(tmp_path / "q.sock"), "unused", port=LanPort(os.dup(tap.fileno())),
+                  hold=hold)
+    b.start()
+    t0 = time.monotonic()
+    for n in range(4):
+        lan.send(frame(n))
+    wait(lambda: len(q.frames) == 4)
+    took = time.monotonic() - t0
+    b.stop()
+    assert q.frames == [frame(n) for n in range(4)]
+    assert max_hold <= took < 2.5 * max_hold     # one after another would take 4 * max_hold
+    assert hold.status().timeouts >= 1
 
 
 def test_the_announcement_is_a_broadcast_rarp_from_the_guests_mac():

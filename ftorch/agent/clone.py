@@ -34,7 +34,7 @@ from ftorch.host.imagecopy import check_image, copy_image
 from ftorch.host.layout import ram_file
 from ftorch.host.virt import Guest
 from ftorch.rr.snapshot import read_section, vmstate_chunks
-from ftorch.rr.timerstate import settle
+from ftorch.rr.timerstate import settle_or_warn
 
 log = logging.getLogger("ftorch.clone")
 
@@ -148,16 +148,7 @@ def _lean_snapshot(new: Primary, tag: str, ram_staging: Path) -> str | None:
 
 
 def _settle_timers(disk: str, tag: str) -> None:
-    """timerstate.settle, never fatal: the guest must restart whatever the clone's fate (its
-    replay is verified all the same)."""
-    try:
-        before, after = settle(disk, tag)
-    except FtorchError as e:
-        log.warning("clone: the icount timers of snapshot %s stay as they are (%s); the clone "
-                    "may stall at its snapshot", tag, e)
-        return
-    if before != after:
-        log.info("clone: settled the icount timers of snapshot %s (%s -> %s)", tag, before, after)
+    settle_or_warn(disk, tag, "clone", "the clone may stall at its snapshot")
 
 
 def clone(primary: Primary, tag: str, staging: Path, ram_staging: Path, timeout: float,

@@ -2,8 +2,9 @@
 
 Replay exactly to the end of what was received (completions for the disk requests in flight and
 an END close the stream: see Feeder.inject_end), stop, save the state as an internal snapshot,
-and repair the snapshot's replay section (rr/snapshot.py says why). Then the state goes into
-the backup's standby recorder, started long before with `-incoming defer` (it opened the disk
+and repair the snapshot's replay section (rr/snapshot.py says why) and its icount timers (the
+replay's real-time clock brought up to the guest's clock: rr/timerstate.py). Then the state
+goes into the backup's standby recorder, started long before with `-incoming defer` (it opened the disk
 inactive, so the replay kept its lock): the snapshot's VM state is a migration stream, loaded
 over a unix socket. The replay and the standby map one RAM file, so the state leaves the RAM
 out (`x-ignore-shared` on both): ~1 MB instead of the guest's RAM, saved and loaded in a few
@@ -26,6 +27,7 @@ from ftorch.errors import VirtError
 from ftorch.gate.netbridge import LanPort
 from ftorch.host.imagecopy import check_image
 from ftorch.rr.snapshot import repair, vmstate_chunks
+from ftorch.rr.timerstate import settle_or_warn
 
 log = logging.getLogger("ftorch.golive")
 SNAPSHOT = "ftorch-golive"
@@ -103,6 +105,8 @@ def _repaired(backup: Backup) -> None:
     log.info("go-live snapshot repaired: it held data_kind %d, unread %d, read_event_id %d, "
              "block_request_id %d", before.data_kind, before.has_unread_data,
              before.read_event_id, before.block_request_id)
+    settle_or_warn(str(backup.paths.disk), SNAPSHOT, "go-live", "the guest's clock may stand "
+                   "still for a while when it idles", catch_up=True)
 
 
 def _counted(chunks: Iterator[bytes], t: GoLiveTimes) -> Iterator[bytes]:

@@ -28,20 +28,22 @@ class InboundHold:
         self.timeouts = 0            # frames let in at max_hold_s while still over the bound
         self._lock = threading.Lock()
 
-    def wait(self, stop: threading.Event) -> None:
-        """Return when the next inbound frame may go to the guest (or the bridge stops)."""
-        start = time.monotonic()
-        waited = 0.0
+    def wait(self, stop: threading.Event, since: float | None = None) -> None:
+        """Return when the next inbound frame may go to the guest (or the bridge stops).
+        since: when the frame arrived (time.monotonic()); max_hold_s counts from there, so
+        frames queued behind a held one do not each wait max_hold_s again."""
+        start = time.monotonic() if since is None else since
+        held = False
         while True:
             lag = self.lag()
-            nxt, go = admit(self.policy, self.state, lag, waited)
+            nxt, go = admit(self.policy, self.state, lag, time.monotonic() - start)
             self._moved(nxt, lag)
             if go or stop.is_set():
                 break
+            held = True
             stop.wait(POLL_S)
-            waited = time.monotonic() - start
-        if waited > 0:
-            self._count(waited, timed_out=self.state is Hold.HOLDING)
+        if held and not stop.is_set():   # a stopping bridge does not deliver the frame
+            self._count(time.monotonic() - start, timed_out=self.state is Hold.HOLDING)
 
     def _moved(self, nxt: Hold, lag: float | None) -> None:
         if nxt is self.state:

@@ -33,6 +33,9 @@ TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 MAX_TRACKED = 10000
+# Frames read ahead from the tap while the first waits (the lag bound): their arrival times
+# bound their wait. Beyond this they stay in the tap's own queue.
+MAX_READ_AHEAD = 1000
 
 
 def open_tap(name: str) -> int:
@@ -46,7 +49,8 @@ class LanPort:
 
     def __init__(self, fd: int) -> None:
         self.fd: int | None = fd
-        self.held: deque[bytes] = deque()   # read from the tap, not yet given to a guest
+        # read from the tap, not yet given to a guest, each with when it arrived (monotonic)
+        self.held: deque[tuple[bytes, float]] = deque()
 
     @classmethod
     def open(cls, tap: str) -> LanPort:
@@ -230,22 +234,31 @@ class NetBridge:
                     ready, _, _ = select.select([self._tap_fd, self._wake_r], [], [])
                     if self._wake_r in ready:
                         break
-                    held.append(os.read(self._tap_fd, 65536))
+                self._read_ahead(held)
                 self.inbound_open.wait()
                 if self.hold is not None:
-                    self.hold.wait(self._stop)
+                    self.hold.wait(self._stop, since=held[0][1])
                 if self._stop.is_set():
                     break            # the frame stays held for the next bridge on this port
-                frame = held.popleft()
+                frame, arrived = held.popleft()
                 if len(self.inbound_times) > MAX_TRACKED:
                     self.inbound_times.clear()
                 self.inbound_times[frame_key(frame)] = time.time()
                 try:
                     self._sock.sendall(struct.pack(">I", len(frame)) + frame)
                 except OSError:
-                    held.appendleft(frame)
+                    held.appendleft((frame, arrived))
                     raise
                 self.frames_in += 1
         except OSError as e:
             if not self._stop.is_set():
                 log.warning("LAN -> guest stopped: %s", e)
+
+    def _read_ahead(self, held: deque[tuple[bytes, float]]) -> None:
+        """Take every frame the tap has ready (up to MAX_READ_AHEAD held), stamped with now."""
+        assert self._tap_fd is not None
+        while len(held) < MAX_READ_AHEAD:
+            ready, _, _ = select.select([self._tap_fd], [], [], 0)
+            if not ready:
+                return
+            held.append((os.read(self._tap_fd, 65536), time.monotonic()))

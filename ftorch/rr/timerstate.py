@@ -14,16 +14,27 @@ timer (also runstate-dependent, `icount_adjust()`) at least SETTLE_NS ahead, so 
 stopped backup can read before its `cont` depends on whether it runs. The guest's virtual clock
 misses at most the few milliseconds the warp would have added, as in any pause.
 
+A go-live's snapshot comes from the backup's replaying QEMU, whose QEMU_CLOCK_VIRTUAL_RT counted
+only the time that QEMU ran (it sits stopped at its breaks), so it is behind the guest's virtual
+clock. Under `shift=auto` an idle vCPU's warp is capped at (VIRTUAL_RT - virtual): the new
+recorder's guest clock then stands still whenever it idles, until real time has made up the
+difference, and every guest timer (a TCP retransmission, a delayed ACK) waits with it; clients
+stalled 0.5-1.4 s after go-lives that way. `caught_up` moves the snapshot's VIRTUAL_RT to the
+guest's virtual clock (nothing replays the go-live's recording from that snapshot).
+
 Pure part: the `timer` section's layout (QEMU 10.0 system/cpu-timers.c, version 2, icount
 subsections). I/O part: reading and rewriting it in a qcow2 snapshot (snaprepair.Qcow2).
 """
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass, replace
 
+from ftorch.errors import FtorchError
 from ftorch.rr.snapshot import SECTION_FOOTER, SECTION_FULL, Qcow2, SnapshotRepairError, locate
 
+log = logging.getLogger("ftorch.timerstate")
 SETTLE_NS = 100_000_000     # the adaptive-shift timer fires no sooner than this after `cont`
 NOT_ARMED = -1              # a timer's saved deadline when it is not pending
 _SUBSECTION = 0x05
@@ -32,6 +43,8 @@ _HEAD = 1 + 4 + len(_NAME) + 4 + 4      # marker, section id, name, instance id,
 _MAIN = struct.Struct(">q8xq")           # cpu_ticks_offset, unused, cpu_clock_offset
 _PAIR = struct.Struct(">qq")
 # Field bytes of each subsection this reader knows (after its name and version).
+_ICOUNT = struct.Struct(">qq")          # qemu_icount_bias, qemu_icount
+_SHIFT = struct.Struct(">h")             # icount_time_shift (then last_delta)
 _SUBSECTIONS = {b"timer/icount": 16, b"timer/icount/warp_timer": 16,
                 b"timer/icount/timers": 16, b"timer/icount/shift": 10}
 
@@ -44,6 +57,7 @@ class IcountTimers:
     warp_start: int      # where a pending warp began; -1: none
     warp_expire: int     # the warp timer's deadline; -1: not armed
     adjust_expire: int   # the adaptive-shift timer's deadline (icount_rt_timer); -1: not armed
+    virtual: int | None = None   # the guest's virtual clock (QEMU_CLOCK_VIRTUAL), if saved
 
     @property
     def settled(self) -> IcountTimers:
@@ -52,6 +66,13 @@ class IcountTimers:
         if adjust != NOT_ARMED:
             adjust = max(adjust, self.clock_rt + SETTLE_NS)
         return replace(self, warp_start=NOT_ARMED, warp_expire=NOT_ARMED, adjust_expire=adjust)
+
+    @property
+    def caught_up(self) -> IcountTimers:
+        """Settled, with VIRTUAL_RT at least at the guest's virtual clock (a go-live's)."""
+        if self.virtual is None or self.virtual <= self.clock_rt:
+            return self.settled
+        return replace(self, clock_rt=self.virtual).settled
 
 
 @dataclass(frozen=True)
@@ -98,7 +119,17 @@ def _parse(buf: bytes, start: int) -> tuple[IcountTimers, _Layout]:
     layout = _Layout(fields[b"timer/icount/warp_timer"], fields[b"timer/icount/timers"])
     warp_start, warp_expire = _PAIR.unpack_from(buf, start + layout.warp)
     adjust_expire, _ = _PAIR.unpack_from(buf, start + layout.timers)
-    return IcountTimers(clock_rt, warp_start, warp_expire, adjust_expire), layout
+    return IcountTimers(clock_rt, warp_start, warp_expire, adjust_expire,
+                        _virtual(buf, start, fields)), layout
+
+
+def _virtual(buf: bytes, start: int, fields: dict[bytes, int]) -> int | None:
+    """bias + (icount << shift): QEMU's icount_get_locked() for a stopped VM."""
+    if b"timer/icount" not in fields or b"timer/icount/shift" not in fields:
+        return None
+    bias, icount = _ICOUNT.unpack_from(buf, start + fields[b"timer/icount"])
+    (shift,) = _SHIFT.unpack_from(buf, start + fields[b"timer/icount/shift"])
+    return bias + (icount << shift)
 
 
 def decode(buf: bytes, start: int) -> IcountTimers:
@@ -109,6 +140,7 @@ def encode(buf: bytes, start: int, timers: IcountTimers) -> bytes:
     """buf's section at start, rewritten to hold `timers` (same length: patched in place)."""
     _, layout = _parse(buf, start)
     out = bytearray(buf)
+    struct.pack_into(">q", out, start + _HEAD + _MAIN.size - 8, timers.clock_rt)
     struct.pack_into(">qq", out, start + layout.warp, timers.warp_start, timers.warp_expire)
     struct.pack_into(">q", out, start + layout.timers, timers.adjust_expire)
     return bytes(out)
@@ -118,18 +150,32 @@ def encode(buf: bytes, start: int, timers: IcountTimers) -> bytes:
 _SPAN = _HEAD + _MAIN.size + sum(2 + len(k) + 4 + v for k, v in _SUBSECTIONS.items()) + 5
 
 
-def settle(path: str, tag: str) -> tuple[IcountTimers, IcountTimers]:
-    """Rewrite snapshot `tag`'s icount timers as `IcountTimers.settled`; return (before, after).
-    Only for an image no QEMU has open."""
+def settle(path: str, tag: str, catch_up: bool = False) -> tuple[IcountTimers, IcountTimers]:
+    """Rewrite snapshot `tag`'s icount timers as `IcountTimers.settled` (catch_up:
+    `IcountTimers.caught_up`); return (before, after). Only for an image no QEMU writes."""
     img = Qcow2(path)
     try:
         snap = img.vmstate_snapshot(tag)
         at = locate(img, snap, find_section, _SPAN, "timer")
         buf = img.read_vmstate(snap, at, min(_SPAN, snap.vm_state_size - at))
         before = decode(buf, 0)
-        after = before.settled
+        after = before.caught_up if catch_up else before.settled
         if after != before:
             img.write_vmstate(snap, at, encode(buf, 0, after))
         return before, after
     finally:
         img.close()
+
+
+def settle_or_warn(path: str, tag: str, what: str, risk: str, catch_up: bool = False) -> None:
+    """settle(), never fatal: the guest must run on whatever happens here. what: whose snapshot
+    (for the log); risk: what an unsettled one may cause."""
+    try:
+        before, after = settle(path, tag, catch_up)
+    except FtorchError as e:
+        log.warning("%s: the icount timers of snapshot %s stay as they are (%s); %s", what, tag,
+                    e, risk)
+        return
+    if before != after:
+        log.info("%s: settled the icount timers of snapshot %s (%s -> %s)", what, tag, before,
+                 after)
