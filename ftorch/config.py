@@ -86,7 +86,8 @@ class LagConfig:
     # point and the backup replaying it): past it the guest's inbound frames wait until the
     # backup is back under half of it (gate/lagbound.py). A failover replays about this much.
     bound_s: float = 0.5
-    # The longest one frame waits: a backup that stops moving does not cut off the clients.
+    # The longest one frame waits, from its arrival: a backup that stops moving does not cut
+    # off the clients.
     max_hold_s: float = 0.2
     # Off: the lag is whatever the hosts give (a busy guest's backup can fall seconds behind).
     hold_inbound: bool = True
