@@ -31,6 +31,7 @@ from ftorch.config import PairConfig
 from ftorch.errors import FtorchError
 from ftorch.host.layout import clone_ram_file, paths, ram_file
 from ftorch.host.prepare import BOOT_FILES
+from ftorch.host.proc import plain
 from ftorch.rpc.hosts import Hosts, pair_dir
 from ftorch.rr.snapshot import write_section
 from ftorch.status import BackupStatus
@@ -181,7 +182,7 @@ def spoil(image: str, ram: str | None, tag: str, fault: str) -> None:
             raise ProtectError("clone fault short-ram: this clone's snapshot holds the RAM")
         os.truncate(ram, os.stat(ram).st_size // 2)
     elif fault == "missing-snapshot":
-        subprocess.run(["qemu-img", "snapshot", "-d", tag, image], check=True, capture_output=True)
+        subprocess.run(plain(["qemu-img", "snapshot", "-d", tag, image]), check=True, capture_output=True)
     elif fault == "mismatched-snapshot":   # the same tag, taken a million instructions later
         write_section(image, tag, lambda rs: replace(rs, current_icount=rs.current_icount + 10**6))
     else:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from ftorch.errors import FtorchError
+from ftorch.host.proc import plain
 
 HEADROOM = 16 << 20
 
@@ -91,7 +92,7 @@ def copy_image(src: str, dst: str, progress: Callable[[int, int], None] | None =
 
 def check_image(path: str) -> None:
     """`qemu-img check`: raise on corruption (leaked clusters only waste space)."""
-    p = subprocess.run(["qemu-img", "check", "-f", "qcow2", "--output=json", path],
+    p = subprocess.run(plain(["qemu-img", "check", "-f", "qcow2", "--output=json", path]),
                        capture_output=True, text=True)
     if p.returncode in (0, 3):
         return

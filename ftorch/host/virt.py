@@ -19,6 +19,7 @@ import libvirt
 import libvirt_qemu
 
 from ftorch.errors import VersionError, VirtError
+from ftorch.host.proc import plain
 
 URI = "qemu:///system"
 # QEMU versions whose record/replay behaviour ftorch was tested with (docs/qemu-notes.md).
@@ -75,7 +76,7 @@ def check_emulator(path: str, host: str, kick: bool = True) -> str:
     """Raise VersionError unless the QEMU binary at path is a supported version and, with the
     inbound kick on, exports the symbols it needs; return the version."""
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(plain([path, "--version"]), capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
         raise VersionError(f"host {host}: cannot run QEMU {path}: {e}") from None
     try:
@@ -101,7 +102,7 @@ def _missing_symbols(path: str, names: tuple[str, ...]) -> list[str]:
     except OSError as e:
         raise VersionError(f"cannot read {path}: {e}") from None
     try:
-        out = subprocess.run(["nm", "-D", "--defined-only", path], capture_output=True,
+        out = subprocess.run(plain(["nm", "-D", "--defined-only", path]), capture_output=True,
                              text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise VersionError(f"cannot list the symbols of {path} (nm, from binutils): {e}") from None

@@ -53,11 +53,12 @@ def build_image() -> Path:
     return (ROOT / "vm-images/build/current").resolve()
 
 
-# The lab runs both hosts, their guests and agents on one small VM whose kernel does not preempt
-# (docs/failover.md): while both guests boot, a nice -10 probe was seen 0.45-1.2 s late with both
-# CPUs in the guests' TCG threads, and one agent alone held up 1.37 s, so a pair at 1.5 s failed
-# over falsely in CI (6748f61). A false failover is not what these tests, about what a failover
-# keeps, are there to count: the bench counts them at the product's default (bench/detection.py).
+# The lab runs both hosts, their guests and agents on one small VM where, while both guests
+# boot, the fair scheduler left every task but the guests' QEMU threads waiting 0.4-2.8 s
+# (docs/failover.md): a pair at 1.5 s failed over falsely in CI (6748f61). The agents now run
+# at real-time priority, which ended those stalls in the boots measured, but a false failover is
+# not what these tests, about what a failover keeps, are there to count: the bench counts them
+# at the product's default (bench/detection.py).
 TEST_CHANNEL_TIMEOUT_S = 3.0
 
 
