@@ -99,6 +99,15 @@ def log_size(cfg) -> int:
     return p.stat().st_size if p.exists() else 0
 
 
+def wire_bytes(cfg, mode: str) -> int:
+    """Bytes of log frames the primary has put on the logging channel (deflated, with frame
+    headers; before TLS and TCP), 0 without a backup."""
+    if mode != "protected":
+        return 0
+    a = pair.try_status(cfg, "a").primary
+    return a.channel.wire_bytes if a is not None else 0
+
+
 def cpu_seconds(comm: str) -> float:
     """User + system CPU time of the processes named `comm` so far (what the replay control
     costs the libvirtd that carries its QMP)."""
@@ -142,12 +151,12 @@ def scenario(name: str, mode: str, cfg_path: Path, tmp: Path, progress: Progress
     if mode == "protected":
         sampler.start()
     progress.update(task, description=f"{name}: idle {IDLE_S:.0f} s")
-    b0, t0, cpu0 = log_size(cfg), time.time(), cpu_seconds("libvirtd")
+    w0, b0, t0, cpu0 = wire_bytes(cfg, mode), log_size(cfg), time.time(), cpu_seconds("libvirtd")
     time.sleep(IDLE_S)  # measuring the idle guest, not synchronising
-    b1, t1 = log_size(cfg), time.time()
+    w1, b1, t1 = wire_bytes(cfg, mode), log_size(cfg), time.time()
     progress.update(task, description=f"{name}: client load {LOAD_S:.0f} s")
     load_res = client(LOAD_S, tmp / f"{name}.json")
-    b2, t2 = log_size(cfg), time.time()
+    w2, b2, t2 = wire_bytes(cfg, mode), log_size(cfg), time.time()
     sampling = False
     st = pair.status(cfg)
     for t in ticks.values():
@@ -159,6 +168,9 @@ def scenario(name: str, mode: str, cfg_path: Path, tmp: Path, progress: Progress
     if mode != "plain":
         result["log_mbit_s"] = {"idle": (b1 - b0) * 8 / 1e6 / (t1 - t0),
                                 "load": (b2 - b1) * 8 / 1e6 / (t2 - t1)}
+    if mode == "protected":
+        result["wire_mbit_s"] = {"idle": (w1 - w0) * 8 / 1e6 / (t1 - t0),
+                                 "load": (w2 - w1) * 8 / 1e6 / (t2 - t1)}
     if mode == "protected":
         a = st.hosts["a"].primary
         assert a is not None, "host A is no longer the primary"
@@ -204,16 +216,18 @@ def markdown(res: dict) -> str:
              f"Workload: idle {IDLE_S:.0f} s, then one client writing over one TCP connection for "
              f"{LOAD_S:.0f} s (`PUT` answered after fsync). Same guest in every row.", "",
              "| scenario | requests/s | ratio to plain | RTT p50 | RTT p99 | log Mbit/s idle | "
-             "log Mbit/s load |", "|---|---|---|---|---|---|---|"]
+             "log Mbit/s load | channel Mbit/s idle | channel Mbit/s load |",
+             "|---|---|---|---|---|---|---|---|---|"]
     rows = [("plain (no record/replay)", p), ("recorded alone, inbound kick", r),
             ("protected pair, kick + lag bound (default)", f),
             *([("protected pair, kick, no lag bound", u)] if u else []),
             ("protected pair, no kick", n)]
     for name, x in rows:
-        lm = x.get("log_mbit_s", {})
+        lm, wm = x.get("log_mbit_s", {}), x.get("wire_mbit_s", {})
         lines.append(f"| {name} | {x['request_rate']:.1f} | {x['request_rate'] / p['request_rate']:.2f} "
                      f"| {fmt(x['rtt_s']['p50'], ' ms', 1e3, 1)} | {fmt(x['rtt_s']['p99'], ' ms', 1e3, 1)} "
-                     f"| {fmt(lm.get('idle'), '', 1, 3)} | {fmt(lm.get('load'), '', 1, 3)} |")
+                     f"| {fmt(lm.get('idle'), '', 1, 3)} | {fmt(lm.get('load'), '', 1, 3)} "
+                     f"| {fmt(wm.get('idle'), '', 1, 3)} | {fmt(wm.get('load'), '', 1, 3)} |")
     lines += ["", "| measure | pair | p50 | p99 | max | samples |", "|---|---|---|---|---|---|"]
     for label, x in (("default", f), *([("no bound", u)] if u else []), ("no kick", n)):
         s, lq = x["staleness_s"], x["lag_s_status"]

@@ -47,6 +47,7 @@ class ChannelStatus:
     connects: int = 0
     # the primary's sender
     sent_bytes: int = 0              # resends included
+    wire_bytes: int = 0              # the same as frames on the wire (deflated, with headers)
     sent_offset: int = 0
     finished: bool = False           # the stream ended and the backup has all of it
     refused_acks: int = 0            # ACKs past what was sent: a confused or hostile peer

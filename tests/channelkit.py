@@ -29,6 +29,12 @@ def events(n: int, start: int = 0) -> bytes:
     return bytes(out)
 
 
+def noise(n: int, size: int = 4096) -> bytes:
+    """n RANDOM events of `size` random bytes each: log that no deflate makes smaller."""
+    return b"".join(bytes([27]) + struct.pack(">II", 0, size) + os.urandom(size)
+                    for _ in range(n))
+
+
 def icount_of(n: int) -> int:
     return sum(1000 + i for i in range(n))
 

@@ -35,7 +35,9 @@ def test_a_histogram_counts_cumulatively():
 
 def test_a_primary_and_a_backup_as_prometheus_sees_them():
     gate = GateStatus(held=2, released=10, delay=Histogram().observe(0.004).observe(0.03))
-    a = replace(PRIMARY, primary=replace(PRIMARY.primary, gate=gate, lag_seconds=0.05),
+    channel = replace(PRIMARY.primary.channel, wire_bytes=3 << 20)
+    a = replace(PRIMARY, primary=replace(PRIMARY.primary, gate=gate, lag_seconds=0.05,
+                                         channel=channel),
                 failover=FailoverStatus(state="primary", generation=3, failovers=1))
     s = scrape(a)
     assert value(s, "ftorch_role", role="primary", host="a", pair="p") == 1
@@ -45,6 +47,7 @@ def test_a_primary_and_a_backup_as_prometheus_sees_them():
     assert value(s, "ftorch_protected", host="a") == 1
     assert value(s, "ftorch_channel_up", host="a") == 1
     assert value(s, "ftorch_log_bytes_total", direction="acked") == 14 << 20
+    assert value(s, "ftorch_channel_data_bytes_total") == 3 << 20
     assert value(s, "ftorch_output_gate_held_frames") == 2
     assert value(s, "ftorch_output_gate_delay_seconds_bucket", le="0.005") == 1
     assert value(s, "ftorch_output_gate_delay_seconds_count") == 2

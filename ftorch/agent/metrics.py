@@ -96,6 +96,11 @@ def _channel(st: SideStatus, lb: list[str]) -> Iterator[Metric]:
         logged.add_metric([*lb, "received"], st.backup.channel.received_bytes)
         logged.add_metric([*lb, "replayed"], st.backup.fed_offset)   # in QEMU's pipe
     yield logged
+    wire = CounterMetricFamily("ftorch_channel_data_bytes", "Bytes of log frames the primary "
+                               "sent on the logging channel (deflated, with frame headers).",
+                               labels=list(LABELS))
+    wire.add_metric(lb, st.primary.channel.wire_bytes if st.primary is not None else 0)
+    yield wire
 
 
 def _lag(st: SideStatus, lb: list[str]) -> Iterator[Metric]:

@@ -232,6 +232,7 @@ class Primary:
             guest="running" if active else ("ended" if self.tail.ended else "stopped"),
             icount=icount, log_offset=offset, log_ended=self.tail.ended, log_error=self.tail.error,
             channel=ChannelStatus(state=s.state, sent_bytes=s.sent_bytes,
+                                  wire_bytes=s.wire_bytes,
                                   sent_offset=s.sent_offset, acked_offset=s.acked_offset,
                                   connects=s.connects, finished=s.finished,
                                   refused_acks=s.refused_acks, refused_peers=s.refused_peers,

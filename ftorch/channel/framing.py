@@ -11,6 +11,8 @@ at its end (see go-live).
          backup's replay position
   BEAT   either way: heartbeat; sender's: `offset`/`icount` of what is recorded so far
   END    sender -> receiver: the log ended cleanly at `offset` with `icount`
+  ZDATA  sender -> receiver: a DATA frame whose payload is deflated (see DataEncoder); the
+         decoder hands it on as DATA, so nothing past this module sees the difference
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from enum import IntEnum
 from ftorch.errors import FrameError
 
 MAGIC = b"FT"
-VERSION = 2
+VERSION = 3          # 3: ZDATA
 _HEAD = struct.Struct(">2sBBQQQQI")
 _CRC = struct.Struct(">I")
 HEADER_SIZE = _HEAD.size + _CRC.size
@@ -41,6 +43,7 @@ class Kind(IntEnum):
     ACK = 3
     BEAT = 4
     END = 5
+    ZDATA = 6
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,47 @@ def encode(frame: Frame) -> bytes:
     return head + _CRC.pack(crc) + frame.payload
 
 
+class DataEncoder:
+    """One session's DATA frames. Log without network input is deflated in one stream per
+    connection, flushed at every frame: an idle guest's log is clock reads and instruction
+    counts, which the stream's window makes several times smaller. A chunk that carries the
+    guest's network input goes raw and never enters the stream: a stranger who can both send
+    the guest frames and see the channel's record sizes could otherwise learn other clients'
+    frames from how well they compress with his (the CRIME attack on compressed TLS)."""
+
+    def __init__(self, level: int = 6) -> None:
+        self._deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+
+    def encode(self, frame: Frame, private: bool) -> bytes:
+        """The wire bytes of DATA `frame`; `private`: its payload holds network input."""
+        if private:
+            return encode(frame)
+        packed = self._deflate.compress(frame.payload) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        return encode(Frame(Kind.ZDATA, frame.offset, frame.icount, packed, frame.stamp,
+                            frame.block))
+
+
 class FrameDecoder:
     """Incremental decoder: `feed` bytes, get whole frames; any damage raises FrameError."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+
+    def _inflated(self, frame: Frame) -> Frame:
+        """A ZDATA frame as the DATA frame it stands for, never more than MAX_PAYLOAD."""
+        try:
+            payload = self._inflate.decompress(frame.payload, MAX_PAYLOAD + 1)
+        except zlib.error as e:
+            raise FrameError(f"compressed frame at stream offset {frame.offset} does not "
+                             f"inflate ({e}): corrupt or not this session's stream") from None
+        if len(payload) > MAX_PAYLOAD or self._inflate.unconsumed_tail:
+            raise FrameError(f"compressed frame at stream offset {frame.offset} inflates past "
+                             f"{MAX_PAYLOAD} bytes: refused")
+        if self._inflate.eof:
+            raise FrameError(f"compressed frame at stream offset {frame.offset} ends the "
+                             "session's deflate stream: the peer's encoder is broken")
+        return Frame(Kind.DATA, frame.offset, frame.icount, payload, frame.stamp, frame.block)
 
     @property
     def pending(self) -> int:
@@ -103,6 +142,7 @@ class FrameDecoder:
                 kind = Kind(kind)
             except ValueError:
                 raise FrameError(f"unknown frame type {kind}") from None
-            frames.append(Frame(kind, offset, icount, payload, stamp, block))
+            frame = Frame(kind, offset, icount, payload, stamp, block)
             del self._buf[:HEADER_SIZE + length]
+            frames.append(self._inflated(frame) if kind == Kind.ZDATA else frame)
         return frames

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ftorch import stallwatch
-from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode, now_us
+from ftorch.channel.framing import DataEncoder, Frame, FrameDecoder, Kind, encode, now_us
 from ftorch.channel.lag import LagMeter
 from ftorch.channel.liveness import Liveness, held_up, note_heard
 from ftorch.channel.logtail import LogTail
@@ -36,6 +36,7 @@ RETRY_MAX_S = 1.0
 class SenderStats:
     state: str = "connecting"
     sent_bytes: int = 0          # log bytes sent, resends included
+    wire_bytes: int = 0          # the same as DATA frames on the wire (deflated, with headers)
     sent_offset: int = 0
     acked_offset: int = 0
     refused_acks: int = 0        # ACKs past what was sent: a confused or hostile peer
@@ -75,6 +76,7 @@ class Sender(Worker):
         # mid-send); `truncated` then says which frame
         self.truncate_next = threading.Event()
         self.truncated: dict[str, int] | None = None
+        self._data = DataEncoder()
         super().__init__()
 
     def _run(self) -> None:
@@ -133,6 +135,7 @@ class Sender(Worker):
             self._acked(offset)  # what the backup holds is acknowledged, whoever sent it
             self.stats.state = "streaming"
             log.info("logging channel up to %s:%d, resuming at offset %d", *self.peer, offset)
+            self._data = DataEncoder()   # a new connection, a new deflate stream
             self._stream(sock, dec, offset)
         finally:
             stallwatch.rest()
@@ -196,8 +199,9 @@ class Sender(Worker):
                                    "(it takes no data)")
 
     def _send_chunk(self, sock: socket.socket, dec: FrameDecoder, chunk) -> None:
-        data = encode(Frame(Kind.DATA, chunk.offset, chunk.icount, self.tail.read(chunk),
-                            stamp=int(chunk.recorded_at * 1e6), block=chunk.block))
+        data = self._data.encode(Frame(Kind.DATA, chunk.offset, chunk.icount,
+                                       self.tail.read(chunk), stamp=int(chunk.recorded_at * 1e6),
+                                       block=chunk.block), private=bool(chunk.net_keys))
         if self.corrupt_next.is_set():
             self.corrupt_next.clear()
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
@@ -218,6 +222,7 @@ class Sender(Worker):
                 self.stats.staleness.append(sent - t0)
         self.lag.recorded(chunk.icount, chunk.recorded_at)
         self.stats.sent_bytes += chunk.length
+        self.stats.wire_bytes += len(data)
         self.stats.sent_offset = chunk.end
 
     def _read_acks(self, sock: socket.socket, dec: FrameDecoder, sent: int) -> None:
