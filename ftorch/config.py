@@ -265,8 +265,15 @@ def validate(cfg: PairConfig) -> PairConfig:
     if cfg.replay.flush_us < 0:
         raise ConfigError(f"replay.flush_us: must be 0 (no flush shim) or positive, "
                           f"got {cfg.replay.flush_us}")
-    if not cfg.shared_dir.startswith("/"):
-        raise ConfigError(f"shared_dir: must be an absolute path, got {cfg.shared_dir!r}")
+    if cfg.shared_dir.startswith("nfs:"):
+        from ftorch.arbiter.nfsclient import NfsUrlError, parse_url
+        try:
+            parse_url(cfg.shared_dir)
+        except NfsUrlError as e:
+            raise ConfigError(f"shared_dir: {e}") from None
+    elif not cfg.shared_dir.startswith("/"):
+        raise ConfigError(f"shared_dir: must be an absolute path (a folder both hosts mount) "
+                          f"or nfs://SERVER/EXPORT[/DIR], got {cfg.shared_dir!r}")
     for key, h in sorted(cfg.hosts.items()):
         if not h.emulator.startswith("/"):
             raise ConfigError(f"hosts.{key}.emulator: must be an absolute path, got {h.emulator!r}")

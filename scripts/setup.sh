@@ -28,7 +28,8 @@ fi
 
 SYSTEM_PKGS=(libvirt-daemon-system libvirt-dev pkg-config busybox-static linux-image-amd64
              iproute2 gcc make cpio xz-utils kmod python3-venv python3-dev tini
-             openssh-server openssh-client prometheus ansible ansible-lint nftables systemd)
+             openssh-server openssh-client prometheus ansible ansible-lint nftables systemd
+             nfs-ganesha nfs-ganesha-vfs libnfs13)
 QEMU_PKGS=(qemu-system-x86 qemu-utils)
 missing() {
   for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || echo "$p"; done

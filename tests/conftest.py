@@ -13,11 +13,14 @@ from ftorch.channel.sender import Sender
 from ftorch.rr.replaylog import HEADER_SIZE
 
 E2E_TOOLS = ("qemu-system-x86_64", "libvirtd", "ip", "sshd", "ssh-keygen", "unshare", "tini",
-             "prometheus", "promtool", "ansible-playbook", "ansible-lint", "systemd-analyze", "nft")
+             "prometheus", "promtool", "ansible-playbook", "ansible-lint", "systemd-analyze", "nft",
+             "ganesha.nfsd")
 
 
 def missing_prerequisites() -> list[str]:
     missing = [] if os.geteuid() == 0 else ["root"]
+    if not os.path.exists(f"/usr/lib/{os.uname().machine}-linux-gnu/libnfs.so.13"):
+        missing.append("libnfs13")
     return missing + [t for t in E2E_TOOLS if not shutil.which(t, path=os.environ.get("PATH", "")
                                                               + ":/usr/sbin:/sbin")]
 

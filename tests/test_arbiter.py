@@ -1,19 +1,22 @@
 """Arbiter: the rules (pure) and the shared-path test-and-set (real files, real processes)."""
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import time
+from contextlib import contextmanager
 
 import pytest
 
+from ftorch.arbiter.nfsclient import parse_url
 from ftorch.arbiter.rules import (
     ArbiterError,
     Ownership,
     claim_target,
     decode,
 )
-from ftorch.arbiter.sharedlock import SharedLock
+from ftorch.arbiter.sharedlock import FolderFiles, SharedLock, Storage
 
 
 def rec(gen: int, host: str) -> Ownership:
@@ -87,7 +90,7 @@ def test_bad_shared_paths_are_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(ArbiterError, match="lock folder missing"):
         SharedLock(tmp_path, "nope").current()
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ArbiterError, match="Not a directory|lock folder missing"):
+    with pytest.raises(ArbiterError, match="file is not a folder .shared storage not mounted"):
         SharedLock(tmp_path / "file", "p").claim(1, "a", "x")
     lock = SharedLock(tmp_path, "p", timeout_s=0.3)
     lock.init()
@@ -97,3 +100,51 @@ def test_bad_shared_paths_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "listdir", lambda _p: time.sleep(2) or [])
     with pytest.raises(ArbiterError, match="did not answer .* within 0.3 s"):
         lock.current()
+
+
+class _LostReply(FolderFiles):
+    """A server that links, then loses the reply: the client's retransmission (or the error
+    it gets instead) says EEXIST or EIO, though the link is made."""
+
+    def __init__(self, root, error: int) -> None:
+        super().__init__(root)
+        self.error = error
+
+    def link(self, src: str, dst: str) -> None:
+        super().link(src, dst)
+        raise OSError(self.error, os.strerror(self.error))
+
+
+@pytest.mark.parametrize("error", [errno.EEXIST, errno.EIO])
+def test_a_lost_link_reply_still_wins_by_the_link_count(tmp_path, monkeypatch, error):
+    lock = SharedLock(tmp_path, "p")
+    lock.init()
+
+    @contextmanager
+    def lossy(_self):
+        yield _LostReply(tmp_path, error)
+    monkeypatch.setattr(Storage, "session", lossy)
+    assert lock.claim(1, "a", "lossy").host == "a"
+    assert lock.claim(1, "b", "late") is None          # a real EEXIST: the count stays 1
+    assert lock.current().host == "a"
+    assert os.listdir(tmp_path / "p") == ["gen-1"]
+
+
+def test_reset_forgets_generations_and_a_missing_mount_is_not_made(tmp_path):
+    with pytest.raises(ArbiterError, match="deep does not exist .shared storage not mounted"):
+        SharedLock(tmp_path / "deep", "p").init()
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    lock = SharedLock(tmp_path / "deep" / "er", "p")
+    lock.init()
+    assert lock.claim(1, "a", "up") and lock.claim(2, "b", "failover")
+    (tmp_path / "deep" / "er" / "p" / "keep.txt").write_text("operator's note")
+    lock.reset()
+    assert lock.current() is None
+    assert os.listdir(tmp_path / "deep" / "er" / "p") == ["keep.txt"]
+
+
+def test_nfs_urls_name_server_export_and_folder():
+    assert parse_url("nfs://10.77.0.50/ftorch/lab") == ("10.77.0.50", "/ftorch", "/lab")
+    assert parse_url("nfs://storage.example/export/") == ("storage.example", "/export", "/")
+    s = Storage("nfs://10.77.0.50/ftorch/a/b", 2.0)
+    assert s.folder == "/a/b" and SharedLock("nfs://h/e/a/b", "p").where == "nfs://h/e/a/b/p"

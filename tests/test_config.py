@@ -20,6 +20,7 @@ def test_example_config_loads():
     assert cfg.peer("a") == "b" and cfg.channel.port == 7400
     assert cfg.host("b").ssh_address == "10.77.1.2" and cfg.host("b").ssh.user == "root"
     assert not cfg.debug.faults and "pair: demo" in cfg.text
+    assert cfg.shared_dir == "nfs://10.77.0.50/ftorch/lab"
 
 
 def test_two_real_hosts_example_loads():
@@ -59,6 +60,11 @@ def test_ssh_defaults_to_the_lan_address():
     (lambda d: d["hosts"]["b"]["ssh"].update(key="k"), r"hosts\.b\.ssh\.key: unknown field"),
     (lambda d: d["ssh"].update(connect_timeout_s=0), r"ssh\.connect_timeout_s: must be positive"),
     (lambda d: d.update(debug={"faults": "yes"}), r"debug\.faults: expected true or false"),
+    (lambda d: d.update(shared_dir="arbiter"), r"shared_dir: must be an absolute path .* or nfs://"),
+    (lambda d: d.update(shared_dir="nfs://10.77.0.50"), r"shared_dir: .* no export named"),
+    (lambda d: d.update(shared_dir="nfs:///ftorch"), r"shared_dir: .* expected nfs://SERVER"),
+    (lambda d: d.update(shared_dir="nfs://s:2050/x"), r"shared_dir: .* ports .* not supported"),
+    (lambda d: d.update(shared_dir="nfs://s/x/../y"), r"shared_dir: .* no export named"),
 ])
 def test_config_errors_name_the_field(mutate, message):
     data = base()

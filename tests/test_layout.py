@@ -57,6 +57,12 @@ def test_hosts_reach_each_other_only_through_rpc():
     shortcuts the lab once allowed (`ip netns exec`, a peer's control socket by path)."""
     for p in PKG.rglob("*.py"):
         text = p.read_text()
-        if p.parent.name == "host" and p.name in ("lab.py", "labssh.py", "labprom.py"):
+        if p.parent.name == "host" and p.name in ("lab.py", "labssh.py", "labprom.py", "labnfs.py"):
             continue   # the lab builds the namespaces
         assert '"netns", "exec"' not in text, f"{p.relative_to(PKG)} runs `ip netns exec`"
+
+
+def test_libnfs_has_one_caller():
+    """The arbiter's NFS client is the only edge that calls into libnfs."""
+    users = {str(p.relative_to(PKG)) for p in PKG.rglob("*.py") if "nfs_mount" in p.read_text()}
+    assert users == {"arbiter/nfsclient.py"}, users

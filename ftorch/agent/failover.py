@@ -14,7 +14,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ftorch.agent.backup import Backup
@@ -46,7 +45,7 @@ class FailoverWatch(Worker):
         self._timeout = 60.0                 # for a handover
         self.stream: dict = {}               # what the backup had received when it went live
         self.failovers = 0                   # went live or on alone (a metric)
-        self.lock = SharedLock(Path(self.cfg.shared_dir), self.cfg.pair)
+        self.lock = SharedLock(self.cfg.shared_dir, self.cfg.pair)
         # events from the control socket, applied by the watch's own thread (one at a time)
         self._events: queue.Queue[tuple[Event, str, threading.Event, list[Any]]] = queue.Queue()
         self._handlers: dict[Action, Callable[[], None]] = {

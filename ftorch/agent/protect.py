@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, replace
 
 from ftorch.agent.clone import clone
 from ftorch.agent.primary import Primary
+from ftorch.arbiter.sharedlock import SharedLock
 from ftorch.channel import trust
 from ftorch.channel.horizon import LEVEL_INSTRUCTIONS
 from ftorch.config import PairConfig
@@ -104,6 +105,11 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
     if not peer_free(cfg, me):
         raise ProtectError(f"host {peer} cannot take a backup: it runs an agent for pair "
                            f"{cfg.pair} or does not answer over SSH")
+    try:
+        mine = SharedLock(cfg.shared_dir, cfg.pair).current()
+        hosts.sees_record(peer, mine.encode().decode() if mine else "")
+    except FtorchError as e:   # ArbiterError is one
+        raise ProtectError(f"host {peer} cannot take a backup: {e}") from None
     tag = f"ftorch-clone-{generation or 0}-{int(time.time())}"
     here = paths(cfg, me)
     staging = here.root / "clone.qcow2"

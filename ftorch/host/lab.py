@@ -7,10 +7,12 @@
   ftorch-b: mgmt0 10.77.1.2, sshd ──┤ ftorch-lan: br-mgmt (management: SSH only)
   ftorch-ops: eth0 10.77.1.100 ─────┘ (where the operator's SSH connections start)
   ftorch-mon: eth0 10.77.0.200 on br0: Prometheus, scraping the agents (labprom.py)
+  ftorch-nfs: eth0 10.77.0.50 on br0: the arbiter's NFS server (nfs-ganesha, labnfs.py)
 Each host's sshd, and so its agent, runs in a mount namespace of its own in which the other
-host's folder and the operator's keys are hidden: a path from one host into another's files
-fails instead of passing. Only addresses inside these namespaces are used. Cutting a host off
-the LAN (`cut_link`) leaves its management link, as on hosts with a separate management network.
+host's folder, the NFS server's folder and the operator's keys are hidden: a path from one host
+into another's files fails instead of passing. Only addresses inside these namespaces are used.
+Cutting a host off the LAN (`cut_link`) leaves its management link, as on hosts with a separate
+management network; the NFS server is on the LAN, so a cut host loses the arbiter too.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from ftorch.errors import LabError
 from ftorch.host import labprom, labssh
+from ftorch.host.labnfs import NfsServer
 from ftorch.host.labssh import LAB_ROOT, OPERATOR_DIR
 from ftorch.host.proc import run
 
@@ -32,6 +35,7 @@ LAN_NS = "ftorch-lan"
 CLIENT_NS = "ftorch-client"
 OPS_NS = "ftorch-ops"
 MON_NS = "ftorch-mon"
+NFS_NS = "ftorch-nfs"
 SUBNET = "10.77.0"
 MGMT_SUBNET = "10.77.1"
 OPS_ADDRESS = f"{MGMT_SUBNET}.100"
@@ -62,6 +66,7 @@ HOSTS = (LabHost("a", "ftorch-a", f"{SUBNET}.1", f"{MGMT_SUBNET}.1"),
          LabHost("b", "ftorch-b", f"{SUBNET}.2", f"{MGMT_SUBNET}.2"))
 CLIENT_ADDRESS = f"{SUBNET}.100"
 MON_ADDRESS = f"{SUBNET}.200"
+NFS = NfsServer(NFS_NS, f"{SUBNET}.50", LAB_ROOT / "nfs")   # the arbiter: nfs://10.77.0.50/ftorch
 GUEST_ADDRESS = f"{SUBNET}.10"
 
 
@@ -118,13 +123,17 @@ def up() -> None:
         _station(OPS_NS, "mgmt-o", "br-mgmt", OPS_ADDRESS)
     if MON_NS not in have:
         _station(MON_NS, "lan-m", "br0", MON_ADDRESS)
+    if NFS_NS not in have:
+        _station(NFS_NS, "lan-s", "br0", NFS.address)
     for h in HOSTS:
         h.dir.mkdir(parents=True, exist_ok=True)
-    (LAB_ROOT / "shared").mkdir(parents=True, exist_ok=True)
+    (LAB_ROOT / "shared").mkdir(parents=True, exist_ok=True)   # for `shared_dir: PATH` configs
+    NFS.home.mkdir(parents=True, exist_ok=True)
     labssh.keys([h.key for h in HOSTS], {h.key: h.mgmt_address for h in HOSTS})
     for h in HOSTS:
         labssh.start_sshd(h.key, h.netns, h.mgmt_address, hide=[o.dir for o in HOSTS if o != h]
-                          + [OPERATOR_DIR], path=os.path.dirname(sys.executable))
+                          + [OPERATOR_DIR, NFS.home], path=os.path.dirname(sys.executable))
+    NFS.start()
     labprom.start(MON_NS, MON_ADDRESS, [h.address for h in HOSTS])
     labprom.start_relay(MON_NS, MON_ADDRESS)
 
@@ -171,7 +180,8 @@ def down() -> None:
     for h in HOSTS:
         labssh.stop_sshd(h.key)
     labprom.stop()
-    for ns in (CLIENT_NS, OPS_NS, MON_NS, *(h.netns for h in HOSTS), LAN_NS):
+    NFS.stop()
+    for ns in (CLIENT_NS, OPS_NS, MON_NS, NFS_NS, *(h.netns for h in HOSTS), LAN_NS):
         if ns in namespaces():
             _ip("netns", "del", ns)
 
@@ -199,7 +209,9 @@ def kill_host(agent_pid_file: Path, domains: Iterable[str]) -> None:
 def status() -> dict[str, object]:
     have = namespaces()
     return {"namespaces": {ns: ns in have for ns in
-                           (LAN_NS, CLIENT_NS, OPS_NS, MON_NS, *(h.netns for h in HOSTS))},
+                           (LAN_NS, CLIENT_NS, OPS_NS, MON_NS, NFS_NS,
+                            *(h.netns for h in HOSTS))},
+            "nfs": NFS.url if NFS.pid() else None,
             "prometheus": prometheus_url() if labprom.pid() else None,
             "prometheus_local": labprom.local_url(),
             "root": str(LAB_ROOT)}

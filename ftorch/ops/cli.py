@@ -63,8 +63,9 @@ def _emit(data: Any, as_json: bool, render) -> None:
 @lab_app.command("up")
 def lab_up() -> None:
     """Create the lab: host namespaces with their sshd, a client, the operator's namespace,
-    the LAN and management bridges, keys, and a Prometheus scraping the agents (ops/prometheus/);
-    start libvirtd/virtlogd if needed. Idempotent."""
+    the LAN and management bridges, keys, a Prometheus scraping the agents (ops/prometheus/)
+    and an NFS server for the arbiter (nfs-ganesha at nfs://10.77.0.50/ftorch); start
+    libvirtd/virtlogd if needed. Idempotent."""
     try:
         lab_mod.up()
     except FtorchError as e:
@@ -72,12 +73,13 @@ def lab_up() -> None:
     console.print("lab is up: hosts ftorch-a (10.77.0.1, ssh 10.77.1.1), ftorch-b (10.77.0.2, "
                   "ssh 10.77.1.2), client ftorch-client (10.77.0.100), Prometheus "
                   f"{lab_mod.prometheus_url()} in ftorch-mon"
-                  + (f", its UI also at {ui}" if (ui := lab_mod.labprom.local_url()) else ""))
+                  + (f", its UI also at {ui}" if (ui := lab_mod.labprom.local_url()) else "")
+                  + f"; the arbiter's NFS server {lab_mod.NFS.url} in {lab_mod.NFS_NS}")
 
 
 @lab_app.command("down")
 def lab_down() -> None:
-    """Stop the lab's sshd and Prometheus; remove every lab namespace and link."""
+    """Stop the lab's sshd, Prometheus and NFS server; remove every lab namespace and link."""
     try:
         lab_mod.down()
     except FtorchError as e:
@@ -87,13 +89,15 @@ def lab_down() -> None:
 
 @lab_app.command("status")
 def lab_status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Show which lab namespaces exist, and where the lab's Prometheus answers."""
+    """Show which lab namespaces exist, and where the lab's Prometheus and NFS server (the
+    arbiter's storage) answer."""
     _emit(lab_mod.status(), as_json,
           lambda d: [*(console.print(f"{ns}: {'present' if ok else 'absent'}")
                        for ns, ok in d["namespaces"].items()),
                      console.print(f"prometheus: {d['prometheus'] or 'not running'}"
                                    + (f" (UI also at {d['prometheus_local']})"
-                                      if d["prometheus_local"] else ""))])
+                                      if d["prometheus_local"] else "")),
+                     console.print(f"nfs: {d['nfs'] or 'not running'}")])
 
 
 @app.command()

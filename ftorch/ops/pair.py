@@ -73,7 +73,9 @@ def up(cfg: PairConfig, wait: bool, timeout: float, mode: str = "protected") -> 
             raise FtorchError(f"pair {cfg.pair} is already running on host {key}: "
                               f"`ftorch down {cfg.source}` first")
     # a new run of the pair: host A owns generation 1 (safe: nothing of it runs, see above)
-    hosts("a").reset_ownership(cfg.shared_dir, cfg.pair)
+    record = hosts("a").reset_ownership(cfg.shared_dir, cfg.pair)
+    if mode == "protected":
+        hosts.sees_record("b", record)
     files = image_files(cfg)
     credential = trust.new_credential(cfg.pair)   # the channel's, for this run of the pair
     for key in keys:

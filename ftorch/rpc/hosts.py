@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from ftorch.config import PairConfig
-from ftorch.errors import AgentUnreachable
+from ftorch.errors import AgentUnreachable, FtorchError
 from ftorch.rpc.ssh import Endpoint, connect
 from ftorch.rpc.transport import HostTransport
 from ftorch.status import SideStatus, unreachable
@@ -56,3 +56,18 @@ class Hosts:
             return SideStatus.from_json(self.agent(key, "status", timeout=5))
         except AgentUnreachable as e:
             return unreachable(key, str(e))
+
+    def sees_record(self, key: str, record: str) -> None:
+        """Host `key` reads `record` as the pair's newest arbiter record: both hosts race on
+        one storage (a mount missing on one of them would give each its own arbiter, and the
+        pair two live copies). Raises FtorchError saying what it read instead."""
+        cfg = self.cfg
+        try:
+            seen = self(key).read_ownership(cfg.shared_dir, cfg.pair)
+        except FtorchError as e:
+            raise FtorchError(f"host {key} cannot read the arbiter's storage {cfg.shared_dir}: "
+                              f"{e}") from None
+        if seen != record:
+            raise FtorchError(f"host {key} does not read the arbiter record this side reads at "
+                              f"{cfg.shared_dir} (it reads {seen!r}): both hosts must reach the "
+                              "same shared storage")

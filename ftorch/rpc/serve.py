@@ -146,13 +146,20 @@ def _check_emulator(path: str, host: str, kick: bool = True) -> dict[str, Any]:
 def _reset_ownership(shared_dir: str, pair: str) -> dict[str, Any]:
     """A new run of the pair: host A owns generation 1 (the caller made sure nothing runs)."""
     from ftorch.arbiter.sharedlock import SharedLock
-    lock = SharedLock(Path(shared_dir), pair)
-    if lock.dir.exists():
-        shutil.rmtree(lock.dir)
+    lock = SharedLock(shared_dir, pair)
     lock.init()
-    if lock.claim(1, "a", "ftorch up") is None:
-        raise Refused(f"could not claim generation 1 in {lock.dir}: another `ftorch up`?")
-    return {}
+    lock.reset()
+    rec = lock.claim(1, "a", "ftorch up")
+    if rec is None:
+        raise Refused(f"could not claim generation 1 in {lock.where}: another `ftorch up`?")
+    return {"record": rec.encode().decode()}
+
+
+def _read_ownership(shared_dir: str, pair: str) -> dict[str, Any]:
+    """The pair's newest ownership record as this host sees it."""
+    from ftorch.arbiter.sharedlock import SharedLock
+    rec = SharedLock(shared_dir, pair).current()
+    return {"record": rec.encode().decode() if rec else None}
 
 
 def _free(path: str) -> dict[str, Any]:
@@ -173,7 +180,8 @@ def _digest(path: str, ranges: list[list[int]]) -> dict[str, Any]:
 OPS: dict[str, Callable[..., dict[str, Any]]] = {
     "agent": _agent, "probe": _probe, "prepare": _prepare, "own": _own,
     "start-agent": _start_agent, "destroy-domain": _destroy_domain,
-    "check-emulator": _check_emulator, "reset-ownership": _reset_ownership, "free": _free,
+    "check-emulator": _check_emulator, "reset-ownership": _reset_ownership,
+    "read-ownership": _read_ownership, "free": _free,
     "digest": _digest,
 }
 

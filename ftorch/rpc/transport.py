@@ -177,5 +177,10 @@ class HostTransport(ABC):
         backup's domains map (a killed agent leaves it)."""
         return bool(self.request("destroy-domain", name=name, ram_file=ram_file)["destroyed"])
 
-    def reset_ownership(self, shared_dir: str, pair: str) -> None:
-        self.request("reset-ownership", shared_dir=shared_dir, pair=pair)
+    def reset_ownership(self, shared_dir: str, pair: str) -> str:
+        """Start the pair's ownership afresh at generation 1 (host a); the record written."""
+        return str(self.request("reset-ownership", shared_dir=shared_dir, pair=pair)["record"])
+
+    def read_ownership(self, shared_dir: str, pair: str) -> str | None:
+        """The pair's newest ownership record as this host reads it (None: no record)."""
+        return self.request("read-ownership", shared_dir=shared_dir, pair=pair)["record"]

@@ -62,6 +62,13 @@ def build_image() -> Path:
 TEST_CHANNEL_TIMEOUT_S = 3.0
 
 
+def arbiter_folder(cfg: PairConfig) -> Path:
+    """The pair's ownership records on the lab's NFS server's disk (examples/lab.yaml)."""
+    from ftorch.arbiter.nfsclient import parse_url
+    assert cfg.shared_dir.startswith(lab.NFS.url + "/"), cfg.shared_dir
+    return lab.NFS.export_dir / parse_url(cfg.shared_dir)[2].lstrip("/") / cfg.pair
+
+
 def write_config(tmp: Path, pair: str, **overrides: Any) -> Path:
     data = yaml.safe_load((ROOT / "examples/lab.yaml").read_text())
     data["pair"] = pair

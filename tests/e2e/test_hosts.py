@@ -109,6 +109,25 @@ def test_exit_codes_for_a_bad_config_and_an_unsupported_qemu(lab_up, tmp_path):
     _keys_and_domains_untouched(cfg_path)
 
 
+def test_hosts_that_do_not_share_the_arbiters_storage_are_refused(lab_up):
+    """A "shared" folder that only host A has (as if B's mount were missing): B cannot read
+    the record A wrote, and nothing starts. The lab's NFS server is hidden from both hosts'
+    files, and each reaches it only over the LAN."""
+    cfg = load(lab_up)
+    only_a = cfg.host("a").path / "arbiter"
+    only_a.mkdir(exist_ok=True)
+    data = yaml.safe_load(lab_up.read_text())
+    data["shared_dir"] = str(only_a)
+    lab_up.write_text(yaml.safe_dump(data))
+    r = ftorch("up", str(lab_up), check=False)
+    assert r.returncode == 1, r.stderr
+    assert f"host b cannot read the arbiter's storage {only_a}" in r.stderr
+    assert "does not exist (shared storage not mounted?)" in r.stderr
+    _keys_and_domains_untouched(lab_up)
+    with pytest.raises(Exception, match="No such file"):
+        Hosts(cfg)("a").request("digest", path=str(lab.NFS.export_dir), ranges=[[0, 1]])
+
+
 def test_hosts_see_only_their_own_folder_and_the_cli_sees_none(lab_up):
     cfg = load(lab_up)
     b_key = cfg.host("b").path / "ssh" / "id_ed25519"
