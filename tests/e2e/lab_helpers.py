@@ -182,6 +182,14 @@ def side(cfg: Path, key: str) -> SideStatus:
     return status(cfg).hosts[key]
 
 
+def answered(cfg: Path, key: str, timeout: float = 60) -> SideStatus:
+    """Host `key`'s status once its agent answers: one unanswered status call (SSH or the
+    agent slow under load) says nothing of the agent's role, so a test asserting a role that
+    is not "unreachable" waits for an answer instead of reading a single try."""
+    return wait_until(lambda: (s := side(cfg, key)).role != "unreachable" and s, timeout,
+                      f"host {key}'s agent to answer a status call")
+
+
 class Client:
     """kvclient in the client namespace, in the background."""
 

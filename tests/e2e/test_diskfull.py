@@ -14,7 +14,16 @@ import pytest
 from ftorch.config import load
 from ftorch.host.layout import paths
 
-from .lab_helpers import Client, ftorch, running_pair, side, small_disk, wait_until, write_config
+from .lab_helpers import (
+    Client,
+    answered,
+    ftorch,
+    running_pair,
+    side,
+    small_disk,
+    wait_until,
+    write_config,
+)
 from .test_protect import protected_by
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +63,7 @@ def test_backup_disk_full_primary_goes_on_alone_then_protected_again(tmp_path):
                    cfg.channel.timeout_s + 10, "host A to go on alone")
         decided_s = time.monotonic() - filled_at
         # host B keeps saying why while it has no room; A re-protects once it has
-        b = side(cfg_path, "b")
+        b = answered(cfg_path, "b")
         assert b.role == "withdrawn" and b.guard.tripped.startswith("disk full")
         filler.unlink()
         protected_by(cfg_path, "a", timeout=300)
@@ -75,14 +84,14 @@ def test_primary_disk_full_pauses_the_guest_until_there_is_room(tmp_path):
                        and "paused" in s.guard.action and s, 30, "host A to pause its guest")
         assert a.guard.low and a.role == "primary" and "paused" in a.guard.action
         released = a.primary.gate.released
-        b = side(cfg_path, "b")
+        b = answered(cfg_path, "b")
         assert b.role == "backup", "a paused primary is not a dead one: no failover"
         filler.unlink()
         wait_until(lambda: not (s := side(cfg_path, "a")).primary.disk_paused
                    and s.primary.gate.released > released, 60, "the guest to run again")
         res = client.result(timeout=300)
         assert res["errors"] == [] and res["mismatches"] == [], res
-        assert side(cfg_path, "b").role == "backup"
+        assert answered(cfg_path, "b").role == "backup"
         summary = json.loads(ftorch("down", str(cfg_path), "--json", "--timeout", "300").stdout)
         pa, pb = paths(cfg, "a"), paths(cfg, "b")
         assert summary["backup"]["icount"] == summary["primary"]["icount"]
