@@ -2,6 +2,7 @@
 
     python bench/experiments/lagbound.py SECONDS hold       # the product's bound (inbound hold)
     python bench/experiments/lagbound.py SECONDS stopcont   # QMP stop/cont duty cycle instead
+    python bench/experiments/lagbound.py SECONDS freeze     # SIGSTOP/SIGCONT duty cycle instead
 
 A hang: the backup's instruction count unchanged over 4 status reads while the primary runs.
 """
@@ -24,28 +25,34 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests/e2e")]
 import lab_helpers as h  # noqa: E402
 
 from ftorch.host.layout import domain_names  # noqa: E402
+from ftorch.host.virt import Guest  # noqa: E402
 
 PERIOD_S = 0.1
 SHARES = (0.1, 0.2, 0.3, 0.5, 0.8, 1.0)
 
 
-def duty_cycle(domain: str, stop: threading.Event, seed: int) -> None:
+def duty_cycle(domain: str, stop: threading.Event, seed: int, lever: str) -> None:
     """Stop and continue the recorder every PERIOD_S, running a random share of each."""
     dom = libvirt.open("qemu:///system").lookupByName(domain)
+    guest = Guest(dom)
     rnd = random.Random(seed)
 
     def qmp(cmd: str) -> None:
         libvirt_qemu.qemuMonitorCommand(dom, json.dumps({"execute": cmd}), 0)
-    share, changed = 1.0, 0.0
+    pause, resume = ((guest.freeze, guest.thaw) if lever == "freeze"
+                     else (lambda: qmp("stop"), lambda: qmp("cont")))
+    share, changed, cycles = 1.0, 0.0, 0
     while not stop.is_set():
         if time.monotonic() - changed > 0.25:
             share, changed = rnd.choice(SHARES), time.monotonic()
         if share < 1.0:
-            qmp("stop")
+            pause()
             time.sleep((1 - share) * PERIOD_S)
-            qmp("cont")
+            resume()
+            cycles += 1
         time.sleep(share * PERIOD_S)
-    qmp("cont")
+    resume()
+    print(f"{lever}: {cycles} pauses", flush=True)
 
 
 def running(domains: list[str]) -> str:
@@ -65,7 +72,7 @@ def main(seconds: float, lever: str, seed: int = 1) -> None:
         client = h.Client(tmp / "c.json", seconds + 120)
         stop = threading.Event()
         if not hold:
-            args = (running(domain_names(cfg, "a")), stop, seed)
+            args = (running(domain_names(cfg, "a")), stop, seed, lever)
             threading.Thread(target=duty_cycle, args=args, daemon=True).start()
         t0, same, last, lags = time.monotonic(), 0, None, []
         while time.monotonic() - t0 < seconds and same < 4:

@@ -193,8 +193,7 @@ class FailoverWatch(Worker):
         if isinstance(self.subject, Primary):
             self._close_gate()
             try:
-                if self.subject.guest is not None:
-                    self.subject.guest.qmp("stop")
+                self.subject.halt()
             except FtorchError as e:
                 log.error("fenced, but pausing the guest failed: %s", e)
         else:

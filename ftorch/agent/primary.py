@@ -43,6 +43,7 @@ class Primary:
         self.guest: Guest | None = None
         self.spare: Spare | None = None   # a recorder waiting for the next clone's state
         self.disk_paused = False
+        self.halted = False
         self.tail = LogTail(str(self.log_path), cfg.channel.frame_max_bytes, base_icount,
                             keep=cfg.limits.log_keep_mib << 20)
         self.hold = (InboundHold(self._backup_lag, lagbound.policy(cfg.lag.bound_s,
@@ -109,6 +110,9 @@ class Primary:
         at the cut, runs that part again. So the cut need not be exact, only complete events.
         """
         assert self.guest is not None
+        if self.disk_paused:
+            raise FtorchError(f"handover refused: host {self.key}'s disk is full and its guest "
+                              f"is paused; free space in {self.paths.root} first")
         paused_at = time.time()
         self.guest.qmp("stop")
         # the shim writes QEMU's buffered log every flush_us: let it write what preceded the pause
@@ -182,18 +186,27 @@ class Primary:
             self.guest.qmp("announce-self", initial=50, max=550, rounds=5, step=50)
 
     def pause_for_disk(self) -> str:
-        """The pair folder is nearly full: pause the guest before the log or the disk image
-        fails a write (its output waits; its log stays whole)."""
+        """The pair folder is nearly full: freeze QEMU before the log or the disk image fails
+        a write (its output waits; its log stays whole). Frozen, not QMP-stopped: see
+        Guest.freeze."""
         if self.guest is None or not self.guest.is_active():
             return "nothing running to pause"
-        self.guest.qmp("stop")
+        self.guest.freeze()
         self.disk_paused = True
-        return "guest paused until there is room"
+        return "guest paused (QEMU frozen) until there is room"
 
     def resume_for_disk(self) -> None:
-        if self.disk_paused and self.guest is not None and self.guest.is_active():
-            self.guest.qmp("cont")
+        if self.disk_paused and self.guest is not None and not self.halted:
+            self.guest.thaw()
         self.disk_paused = False
+
+    def halt(self) -> None:
+        """Fenced: the guest must not run again here (the gate is closed already)."""
+        self.halted = True
+        if self.guest is not None:
+            # a frozen QEMU cannot take `stop`: it runs a moment, its output held by the gate
+            self.guest.thaw()
+            self.guest.qmp("stop")
 
     def stop_guest(self) -> dict[str, Any]:
         """Stop QEMU cleanly: it writes END and the header; the backup gets all of the log."""
@@ -220,7 +233,7 @@ class Primary:
         s = self.sender.stats
         offset, icount = self.tail.head()
         active = self.guest is not None and self.guest.is_active()
-        if active and self.guest is not None:
+        if active and self.guest is not None and not self.guest.frozen:
             try:
                 icount = max(icount, self.guest.replay().icount)
             except Exception:  # the guest may be exiting between the two calls

@@ -122,9 +122,13 @@ class Guest:
     def __init__(self, dom: libvirt.virDomain) -> None:
         self._dom = dom
         self.name = dom.name()
+        self.frozen = False   # SIGSTOPped by freeze(): its monitor cannot answer
 
     def qmp(self, command: str, **arguments: Any) -> Any:
         """Run one QMP command through libvirt; return its `return` value."""
+        if self.frozen:   # libvirt would wait for the reply without end
+            raise VirtError(f"{self.name}: QMP {command} not sent: QEMU is frozen "
+                            "(its host's disk is full)")
         msg: dict[str, Any] = {"execute": command}
         if arguments:
             msg["arguments"] = arguments
@@ -177,8 +181,41 @@ class Guest:
         except libvirt.libvirtError:
             return False
 
+    def freeze(self) -> None:
+        """Stop every thread of QEMU (SIGSTOP), as a host that stops scheduling it would.
+
+        Not QMP `stop`: a recorder stopped and continued can write a log its replay parts
+        from (docs/qemu-notes.md, "Stop/cont of the recorder breaks replay too"), while a
+        recorder the host does not run for a while records nothing at all meanwhile."""
+        self._signal(signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        if self.frozen:
+            self._signal(signal.SIGCONT)
+            self.frozen = False
+
+    def _signal(self, sig: signal.Signals) -> None:
+        fd = self._pidfd()
+        if fd is None:
+            raise VirtError(f"{self.name}: cannot send {sig.name}: its QEMU is not running")
+        try:
+            signal.pidfd_send_signal(fd, sig)
+        except OSError as e:
+            raise VirtError(f"{self.name}: cannot send {sig.name}: {e}") from None
+        finally:
+            os.close(fd)
+
+    def _pidfd(self) -> int | None:
+        try:
+            return os.pidfd_open(int(Path(f"/run/libvirt/qemu/{self.name}.pid").read_text()))
+        except (OSError, ValueError):
+            return None   # gone already, or no pid file
+
     def stop_gracefully(self) -> None:
         """SIGTERM only: QEMU exits cleanly and a recorder writes its log header."""
+        if self.frozen:   # a stopped process keeps the SIGTERM pending
+            self.thaw()
         try:
             self._dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
         except libvirt.libvirtError as e:
@@ -232,11 +269,9 @@ class Guest:
         """SIGKILL the QEMU process and wait until it has exited (its files, the disk image
         among them, are closed then), without libvirt's clean-up, which polls every 200 ms:
         destroy() afterwards does that. Returns whether it exited in time."""
-        try:
-            pid = int(Path(f"/run/libvirt/qemu/{self.name}.pid").read_text())
-            fd = os.pidfd_open(pid)
-        except (OSError, ValueError):
-            return not self.is_active()   # gone already, or no pid file
+        fd = self._pidfd()
+        if fd is None:
+            return not self.is_active()
         try:
             signal.pidfd_send_signal(fd, signal.SIGKILL)
             return bool(select.select([fd], [], [], timeout)[0])
