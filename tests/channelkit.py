@@ -135,3 +135,19 @@ def sender_to_listener(tmp: Path, pair_dir: Path, body: bytes, base_icount: int 
         sender.stop()
         tail.stop()
         srv.close()
+
+
+def insider(srv: socket.socket, pair_dir: Path, say: list[bytes]) -> None:
+    """A far side that holds the pair's credential: one session that says HELLO, waits for the
+    first DATA frame, sends `say`, then reads until the sender hangs up."""
+    from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode
+    conn, _ = srv.accept()
+    with trust.context(pair_dir, server=True).wrap_socket(conn, server_side=True) as conn:
+        conn.sendall(encode(Frame(Kind.HELLO, HEADER_SIZE, 0, b"t")))
+        dec = FrameDecoder()
+        while not any(f.kind == Kind.DATA for f in dec.feed(conn.recv(65536))):
+            pass
+        for data in say:
+            conn.sendall(data)
+        while conn.recv(65536):
+            pass

@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from channelkit import append, events, icount_of, noise, sender_to_listener, wait
+from channelkit import append, events, icount_of, insider, noise, sender_to_listener, wait
 
 from ftorch.channel import trust
 from ftorch.channel.feeder import IN_FLIGHT_MAX, Feeder, StreamStart
@@ -142,23 +142,15 @@ def test_an_ack_beyond_what_was_sent_drops_the_connection_and_releases_nothing(t
                                                                                pair_dir):
     """A peer that acknowledges log it was never sent (a confused or hostile backup) would make
     the primary release output nobody holds: the sender refuses it and reconnects."""
-    from ftorch.channel.framing import Frame, FrameDecoder, Kind, encode
+    from ftorch.channel.framing import Frame, Kind, encode
     acks: list[int] = []
-    tls = trust.context(pair_dir, server=True)   # an insider: it holds the pair's credential
 
     def impostor(srv: socket.socket) -> None:
         for _ in range(2):   # two sessions: the sender comes back after the refusal
-            conn, _ = srv.accept()
-            with tls.wrap_socket(conn, server_side=True) as conn:
-                conn.sendall(encode(Frame(Kind.HELLO, HEADER_SIZE, 0, b"t")))
-                dec = FrameDecoder()
-                while not any(f.kind == Kind.DATA for f in dec.feed(conn.recv(65536))):
-                    pass
-                conn.sendall(encode(Frame(Kind.ACK, 1 << 40, 0)))
-                while conn.recv(65536):
-                    pass
+            insider(srv, pair_dir, [encode(Frame(Kind.ACK, 1 << 40, 0))])
 
-    with sender_to_listener(tmp_path, pair_dir, events(100), on_ack=acks.append) as (srv, sender):
+    with sender_to_listener(tmp_path, pair_dir, events(100),
+                            on_ack=lambda o, _lease: acks.append(o)) as (srv, sender):
         threading.Thread(target=impostor, args=(srv,), daemon=True).start()
         wait(lambda: sender.stats.refused_acks >= 2 and sender.stats.connects >= 2)
         assert sender.stats.acked_offset == HEADER_SIZE and max(acks) == HEADER_SIZE
@@ -237,3 +229,37 @@ def test_space_of_what_the_backup_holds_goes_back_on_both_sides(channel):
     wait(lambda: given_back(log_path) and given_back(spool))   # each after its last ack/feed
     for path in (log_path, spool):
         assert os.stat(path).st_size >= HEADER_SIZE + len(body) - 4096, path
+
+
+def test_the_backups_echoes_keep_the_primarys_lease_running(channel):
+    """While the backup follows, its ACKs and BEATs echo the primary's heartbeat clock, and
+    the lease under which output may leave stays ahead of now, also while data flows."""
+    log_path, feeder, reader, receiver, sender = channel
+    body = events(2000)
+    for i in range(0, len(body), 500):
+        append(log_path, body[i:i + 500])
+        wait(lambda: sender.stats.lease_until > time.monotonic())
+    for _ in range(20):
+        time.sleep(0.05)
+        assert sender.stats.lease_until > time.monotonic()
+    assert sender.stats.lease_until <= time.monotonic() + sender.timeout_s
+
+
+def test_acks_that_echo_old_or_future_heartbeats_renew_no_lease(tmp_path, pair_dir):
+    """A primary that wakes from a freeze reads acks that waited in its socket: they echo
+    heartbeats sent before it froze and must not extend its lease (gate/outputgate.py); an echo
+    of a time not yet come (a confused peer) renews nothing either."""
+    from ftorch.channel.framing import Frame, Kind, encode
+    leases: list[float] = []
+    old, future = time.monotonic() - 30, time.monotonic() + 30
+    say = [encode(Frame(kind, HEADER_SIZE + 10, 0, block=int(echo * 1e6)))
+           for kind, echo in ((Kind.ACK, old), (Kind.ACK, future), (Kind.BEAT, old))]
+    say.append(encode(Frame(Kind.ACK, HEADER_SIZE + 20, 0)))   # read last: all were taken
+
+    with sender_to_listener(tmp_path, pair_dir, events(100), timeout_s=5.0,
+                            on_ack=lambda _o, lease: leases.append(lease)) as (srv, sender):
+        threading.Thread(target=insider, args=(srv, pair_dir, say), daemon=True).start()
+        wait(lambda: sender.stats.acked_offset == HEADER_SIZE + 20)
+        hello_lease = leases[0]   # from the connection: at most its start + the timeout
+        assert hello_lease <= time.monotonic() + 5.0
+        assert set(leases) == {hello_lease}, leases

@@ -69,9 +69,9 @@ class Primary:
     def _log_size(self) -> int:
         return self.log_path.stat().st_size
 
-    def _on_ack(self, offset: int) -> None:
+    def _on_ack(self, offset: int, lease_until: float) -> None:
         if self.net.gated is not None:
-            self.net.gated.ack(offset)
+            self.net.gated.ack(offset, lease_until)
 
     def start(self, paused: bool = False) -> None:
         version = check_emulator(self.cfg.host(self.key).emulator, self.key,
@@ -99,6 +99,8 @@ class Primary:
     def _run_io(self) -> None:
         self.net.start()
         if self.mode == "protected":
+            if self.net.gated is not None:
+                self.net.gated.require_lease()
             self.sender.start()
 
     def handover(self, timeout: float) -> dict[str, Any]:
@@ -260,6 +262,7 @@ class Primary:
             net=NetStatus(self.net.frames_in, self.net.frames_out),
             gate=None if g is None else GateStatus(g.gate.held, g.gate.released, g.gate.open,
                                                    delays["p50"], delays["p99"], g.gate.dropped,
-                                                   g.gate.max_held, g.histogram),
+                                                   g.gate.max_held, g.histogram,
+                                                   g.gate.lease_waits),
             staleness_s=Summary(**summary(s.staleness)),
             hold=self.hold.status() if self.hold is not None else None)

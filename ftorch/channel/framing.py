@@ -25,7 +25,7 @@ from enum import IntEnum
 from ftorch.errors import FrameError
 
 MAGIC = b"FT"
-VERSION = 3          # 3: ZDATA
+VERSION = 4          # 3: ZDATA; 4: BEAT's block is the primary's clock, echoed (lease)
 _HEAD = struct.Struct(">2sBBQQQQI")
 _CRC = struct.Struct(">I")
 HEADER_SIZE = _HEAD.size + _CRC.size

@@ -76,6 +76,7 @@ class Receiver(Worker):
         self._ready: queue.Queue[tuple[socket.socket, tuple[str, int]]] = queue.Queue()
         self._pending = threading.BoundedSemaphore(MAX_PENDING)
         self._acceptor = threading.Thread(target=self._accept, name="acceptor", daemon=True)
+        self._echo = 0   # the last heartbeat clock the primary sent, echoed back
         super().__init__()
 
     def start(self) -> None:
@@ -155,13 +156,14 @@ class Receiver(Worker):
     def _send(self, conn: socket.socket, kind: Kind, payload: bytes = b"") -> None:
         self._last_sent = time.monotonic()
         conn.sendall(encode(Frame(kind, self.feeder.received, self.backup_icount(), payload,
-                                  stamp=now_us())))
+                                  stamp=now_us(), block=self._echo)))
 
     def _session(self, conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # for sends and for the rest of a TLS record: a host held up for a moment must not
         # make a send fail (the waits for data are _recv's, a heartbeat apart)
         conn.settimeout(2 * self.timeout_s)
+        self._echo = 0
         hello = Frame(Kind.HELLO, self.feeder.received, self.feeder.received_icount, self.pair.encode(),
                       stamp=now_us())
         conn.sendall(encode(hello))
@@ -214,6 +216,7 @@ class Receiver(Worker):
                 self._send(conn, Kind.ACK)
         elif frame.kind == Kind.BEAT:
             self.stats.primary_offset, self.stats.primary_icount = frame.offset, frame.icount
+            self._echo = frame.block   # the primary's clock: its lease (gate/outputgate.py)
         elif frame.kind == Kind.END:
             if frame.offset != self.feeder.received:
                 raise ChannelError(f"END at {frame.offset} but only {self.feeder.received} received")

@@ -1,9 +1,12 @@
 """Primary side of the logging channel: send complete log events to the backup over TCP.
 
-The backup says where to resume (HELLO); the sender streams chunks from there, heartbeats when
-idle, tracks the acknowledged offset, and reconnects after any failure, resuming from what the
-backup last acknowledged. Once the backup has acknowledged everything up to the stream's end (the
-recording's closing events, or the cut of a planned switch) it sends END and finishes.
+The backup says where to resume (HELLO); the sender streams chunks from there, heartbeats every
+heartbeat_s, tracks the acknowledged offset, and reconnects after any failure, resuming from what
+the backup last acknowledged. Each heartbeat carries this side's monotonic clock; the backup
+echoes the latest one in its ACKs and BEATs, and an echo of a heartbeat sent at s is the lease
+under which output may leave until s + timeout_s (gate/outputgate.py). Once the backup has
+acknowledged everything up to the stream's end (the recording's closing events, or the cut of a
+planned switch) it sends END and finishes.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ class SenderStats:
     last_error: str = ""         # why the last session ended
     live: Liveness = field(default_factory=Liveness)   # the backup's ACKs and BEATs
     finished: bool = False
+    lease_until: float = 0.0     # monotonic: output may leave until then (gate/outputgate.py)
     staleness: deque[float] = field(default_factory=lambda: deque(maxlen=20000))
 
 
@@ -56,7 +60,7 @@ class Sender(Worker):
     def __init__(self, tail: LogTail, peer: tuple[str, int], pair: str, heartbeat_s: float,
                  timeout_s: float, tls: ssl.SSLContext | None, source: str | None = None,
                  inbound_times: dict[bytes, float] | None = None,
-                 on_ack: Callable[[int], None] | None = None) -> None:
+                 on_ack: Callable[[int, float], None] | None = None) -> None:
         """tls: the pair's client context; None (plain TCP) only in benchmarks and tests.
         source: this host's address on the LAN (the backup admits only it)."""
         self.tail = tail
@@ -122,6 +126,7 @@ class Sender(Worker):
         return sock
 
     def _session(self) -> None:
+        started = time.monotonic()   # a HELLO after this proves the backup follows us now
         sock = self._connect()
         try:
             dec = FrameDecoder()
@@ -132,6 +137,7 @@ class Sender(Worker):
             if self.tail.icount_at(offset) != hello.icount:
                 raise ChannelError(f"backup resumes at offset {offset} with icount {hello.icount}, "
                                    "which does not match this log: it replays another recording")
+            self._lease(started)
             self._acked(offset)  # what the backup holds is acknowledged, whoever sent it
             self.stats.state = "streaming"
             log.info("logging channel up to %s:%d, resuming at offset %d", *self.peer, offset)
@@ -154,10 +160,15 @@ class Sender(Worker):
         raise ChannelError("no HELLO from the backup")
 
     def _stream(self, sock: socket.socket, dec: FrameDecoder, offset: int) -> None:
-        last_send = looked = time.monotonic()
+        last_beat = looked = time.monotonic()
         while not self._stop.is_set():
             looked = held_up(looked, self.stats.live, "sender")
             self._read_acks(sock, dec, offset)
+            if time.monotonic() - last_beat >= self.heartbeat_s:   # also while data flows:
+                last_beat = time.monotonic()                       # its echo renews the lease
+                off, ic = self.tail.head()
+                self._send(sock, dec, encode(Frame(Kind.BEAT, off, ic, stamp=now_us(),
+                                                   block=int(last_beat * 1e6))), offset)
             if self.stats.live.silent():
                 raise ChannelError(f"backup silent for {self.timeout_s:g} s")
             if self.tail.error:
@@ -167,7 +178,6 @@ class Sender(Worker):
                 if chunk is not None:
                     self._send_chunk(sock, dec, chunk)
                     offset = chunk.end
-                    last_send = time.monotonic()
                     continue
             stream_end = self.tail.stream_end
             if stream_end is not None and self.stats.acked_offset >= stream_end:
@@ -177,10 +187,6 @@ class Sender(Worker):
                 self.stats.state = "finished"
                 log.info("log ended at offset %d, icount %d; backup has all of it", off, ic)
                 return
-            if time.monotonic() - last_send >= self.heartbeat_s:
-                off, ic = self.tail.head()
-                self._send(sock, dec, encode(Frame(Kind.BEAT, off, ic, stamp=now_us())), offset)
-                last_send = time.monotonic()
 
     def _send(self, sock: socket.socket, dec: FrameDecoder, data: bytes, sent: int) -> None:
         """sendall that keeps listening: while the backup takes nothing (a full send buffer:
@@ -243,13 +249,24 @@ class Sender(Worker):
                     raise ChannelError(f"ACK of offset {f.offset} beyond what was sent ({sent}): "
                                        "protocol error, dropping the connection")
                 note_heard(self.stats.live, time.monotonic(), "backup")
+                if f.block:
+                    self._lease(f.block / 1e6)
                 if f.kind == Kind.ACK:
                     self._acked(f.offset)
                     self.stats.backup_icount = f.icount
                     self.lag.replayed(f.icount)
 
+                elif f.block:
+                    self._acked(self.stats.acked_offset)   # a renewed lease may release output
+
+    def _lease(self, sent: float) -> None:
+        """The backup heard this side at or after `sent` (monotonic): output may leave until
+        sent + timeout_s. An echo from the future (a confused peer) renews nothing."""
+        if sent <= time.monotonic():
+            self.stats.lease_until = max(self.stats.lease_until, sent + self.timeout_s)
+
     def _acked(self, offset: int) -> None:
         self.stats.acked_offset = max(self.stats.acked_offset, offset)
         self.tail.forget_before(self.stats.acked_offset)
         if self.on_ack is not None:
-            self.on_ack(self.stats.acked_offset)
+            self.on_ack(self.stats.acked_offset, self.stats.lease_until)

@@ -81,6 +81,7 @@ class GatedOutput:
     """The output gate on a real port: frames leave through `write` as acks allow, in order."""
 
     def __init__(self, write: Callable[[bytes], object], max_held: int) -> None:
+        """Times are monotonic: the gate compares them with the channel's leases."""
         self.gate = OutputGate(max_held)
         self.write = write
         self.delays: deque[float] = deque(maxlen=20000)
@@ -94,7 +95,7 @@ class GatedOutput:
                 self.write(frame)
                 self.gate.released += 1
                 return
-            self._emit(self.gate.submit(frame, required, time.time()))
+            self._emit(self.gate.submit(frame, required, time.monotonic()))
 
     def close(self) -> None:
         """Fence: nothing more leaves."""
@@ -105,7 +106,7 @@ class GatedOutput:
         """Alone and owner of the pair: release what is held and stop gating."""
         with self._lock:
             self.gate.open = True
-            self._emit(self.gate.release_all(time.time()))
+            self._emit(self.gate.release_all(time.monotonic()))
             self.ungated = True
 
     def regate(self, acked: int) -> None:
@@ -114,11 +115,17 @@ class GatedOutput:
         with self._lock:
             self.gate.open = True
             self.gate.acked = acked
+            self.gate.require_lease()
             self.ungated = False
 
-    def ack(self, offset: int) -> None:
+    def ack(self, offset: int, lease_until: float | None = None) -> None:
+        """The backup acknowledged the log to offset; lease_until: see OutputGate."""
         with self._lock:
-            self._emit(self.gate.ack(offset, time.time()))
+            self._emit(self.gate.ack(offset, time.monotonic(), lease_until))
+
+    def require_lease(self) -> None:
+        with self._lock:
+            self.gate.require_lease()
 
     def _emit(self, frames: list[tuple[bytes, float]]) -> None:
         for frame, delay in frames:

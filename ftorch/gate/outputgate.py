@@ -5,6 +5,13 @@ every log byte recorded before the guest sent it.
 flushes the log inside QEMU's sendmsg() on the netdev socket, before the frame is written, so
 that size covers every event up to the output (and possibly a little more, which only delays).
 Frames leave in the order the guest sent them.
+
+A lease bounds when they may leave, too: the backup takes the primary for dead only after
+hearing nothing for the channel's timeout, counted from a moment after the primary sent its
+last heartbeat; so an acknowledgement that echoes a heartbeat sent at s lets output leave until
+s + timeout on the primary's own clock, and never later. A primary frozen (SIGSTOP, a stalled
+host) past that time may be dead to its backup, which may be live by now: the acks waiting in
+its socket when it wakes echo old heartbeats and release nothing (channel/sender.py).
 """
 from __future__ import annotations
 
@@ -29,6 +36,8 @@ class OutputGate:
         self.released = 0
         self.dropped = 0
         self.open = True   # False: fenced, nothing leaves (issue 4's arbiter decides)
+        self.lease_until: float | None = None   # None: no lease needed (tests, no backup)
+        self.lease_waits = 0   # times acked frames waited for a lease to be renewed
 
     @property
     def held(self) -> int:
@@ -42,10 +51,21 @@ class OutputGate:
             self._q.append(Held(frame, required, now))
         return self._drain(now)
 
-    def ack(self, offset: int, now: float) -> list[tuple[bytes, float]]:
-        """The backup acknowledged the log up to offset; return what may leave now."""
+    def ack(self, offset: int, now: float,
+            lease_until: float | None = None) -> list[tuple[bytes, float]]:
+        """The backup acknowledged the log up to offset (and, with lease_until, renewed the
+        lease until then); return what may leave now."""
         self.acked = max(self.acked, offset)
+        if lease_until is not None:
+            self.lease_until = max(self.lease_until or 0.0, lease_until)
         return self._drain(now)
+
+    def require_lease(self) -> None:
+        """From now on nothing leaves without a lease that is still running."""
+        self.lease_until = self.lease_until or 0.0
+
+    def leased(self, now: float) -> bool:
+        return self.lease_until is None or now < self.lease_until
 
     def release_all(self, now: float) -> list[tuple[bytes, float]]:
         """This copy won the pair with no backup left: the output rule no longer binds it."""
@@ -57,6 +77,9 @@ class OutputGate:
     def _drain(self, now: float) -> list[tuple[bytes, float]]:
         out = []
         while self.open and self._q and self._q[0].required <= self.acked:
+            if not self.leased(now):
+                self.lease_waits += 1
+                break
             h = self._q.popleft()
             out.append((h.frame, now - h.arrived))
         self.released += len(out)

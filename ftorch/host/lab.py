@@ -192,9 +192,30 @@ def cut_link(key: str, up_: bool) -> None:
     _ip("-n", LAN_NS, "link", "set", host.lan_port, "up" if up_ else "down")
 
 
-def kill_host(agent_pid_file: Path, domains: Iterable[str]) -> None:
+FAULT_TABLE = "ftorch_fault"
+
+
+def drop(key: str, inbound: str, outbound: str) -> None:
+    """Host `key` drops the packets that match these nft expressions (e.g. `tcp dport 7400`),
+    as a firewall or a broken switch port would, until undrop(key)."""
+    undrop(key)
+    ruleset = (f"table inet {FAULT_TABLE} {{\n"
+               f" chain in {{ type filter hook input priority 0; {inbound} drop; }}\n"
+               f" chain out {{ type filter hook output priority 0; {outbound} drop; }}\n}}\n")
+    ns = {h.key: h for h in HOSTS}[key].netns
+    run("ip", "netns", "exec", ns, "nft", "-f", "-", input=ruleset.encode(), error=LabError)
+
+
+def undrop(key: str) -> None:
+    ns = {h.key: h for h in HOSTS}[key].netns
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", FAULT_TABLE],
+                   capture_output=True)   # absent: nothing to undo
+
+
+def kill_host(agent_pid_file: Path, domains: Iterable[str],
+              sig: signal.Signals = signal.SIGKILL) -> None:
     """A host dies: its agent and the QEMUs of those of `domains` that run there get SIGKILL,
-    nothing shuts down cleanly."""
+    nothing shuts down cleanly. With SIGSTOP the host freezes (SIGCONT: it wakes)."""
     pids = [int(agent_pid_file.read_text())]
     for domain in domains:
         pid_file = Path(f"/run/libvirt/qemu/{domain}.pid")
@@ -203,7 +224,7 @@ def kill_host(agent_pid_file: Path, domains: Iterable[str]) -> None:
     if len(pids) == 1:
         raise LabError(f"no QEMU of {', '.join(domains)} runs: nothing of the guest to kill")
     for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
 
 
 def status() -> dict[str, object]:
