@@ -73,7 +73,7 @@ class GateStatus:
     dropped: int = 0                 # frames dropped at the limit (the guest's TCP resends)
     limit: int = 0
     delay: Histogram = field(default_factory=Histogram)   # added delay of released frames
-    lease_waits: int = 0             # acked frames that waited for the backup's lease echo
+    lease_waits: int = 0             # times acked frames waited for the backup's lease echo
 
 
 @dataclass(frozen=True)

@@ -255,9 +255,8 @@ class Sender(Worker):
                     self._acked(f.offset)
                     self.stats.backup_icount = f.icount
                     self.lag.replayed(f.icount)
-
                 elif f.block:
-                    self._acked(self.stats.acked_offset)   # a renewed lease may release output
+                    self._tell_gate()   # a renewed lease may release output
 
     def _lease(self, sent: float) -> None:
         """The backup heard this side at or after `sent` (monotonic): output may leave until
@@ -268,5 +267,8 @@ class Sender(Worker):
     def _acked(self, offset: int) -> None:
         self.stats.acked_offset = max(self.stats.acked_offset, offset)
         self.tail.forget_before(self.stats.acked_offset)
+        self._tell_gate()
+
+    def _tell_gate(self) -> None:
         if self.on_ack is not None:
             self.on_ack(self.stats.acked_offset, self.stats.lease_until)

@@ -186,10 +186,13 @@ def down() -> None:
             _ip("netns", "del", ns)
 
 
+def _host(key: str) -> LabHost:
+    return {h.key: h for h in HOSTS}[key]
+
+
 def cut_link(key: str, up_: bool) -> None:
     """Unplug (or plug back) host `key`'s cable to the LAN."""
-    host = {h.key: h for h in HOSTS}[key]
-    _ip("-n", LAN_NS, "link", "set", host.lan_port, "up" if up_ else "down")
+    _ip("-n", LAN_NS, "link", "set", _host(key).lan_port, "up" if up_ else "down")
 
 
 FAULT_TABLE = "ftorch_fault"
@@ -202,13 +205,11 @@ def drop(key: str, inbound: str, outbound: str) -> None:
     ruleset = (f"table inet {FAULT_TABLE} {{\n"
                f" chain in {{ type filter hook input priority 0; {inbound} drop; }}\n"
                f" chain out {{ type filter hook output priority 0; {outbound} drop; }}\n}}\n")
-    ns = {h.key: h for h in HOSTS}[key].netns
-    run("ip", "netns", "exec", ns, "nft", "-f", "-", input=ruleset.encode(), error=LabError)
+    run("ip", "netns", "exec", _host(key).netns, "nft", "-f", "-", input=ruleset.encode(), error=LabError)
 
 
 def undrop(key: str) -> None:
-    ns = {h.key: h for h in HOSTS}[key].netns
-    subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", FAULT_TABLE],
+    subprocess.run(["ip", "netns", "exec", _host(key).netns, "nft", "delete", "table", "inet", FAULT_TABLE],
                    capture_output=True)   # absent: nothing to undo
 
 
