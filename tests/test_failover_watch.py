@@ -14,7 +14,8 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples/lab.yaml"
 
 
 def watch() -> FailoverWatch:
-    side = SimpleNamespace(cfg=load(EXAMPLE), key="b")   # neither Primary nor Backup: a backup
+    side = SimpleNamespace(cfg=load(EXAMPLE), key="b",   # neither Primary nor Backup: a backup
+                           guest_exited=lambda: False)
     return FailoverWatch(side, on_live=lambda live: None)
 
 
@@ -56,3 +57,26 @@ def test_a_backup_with_a_full_disk_steps_down_and_never_claims():
     assert w.role == Role.WITHDRAWN and withdrawn == [w.reason] and "12 MiB free" in w.reason
     with pytest.raises(RoleError):
         w._apply(Event.CHANNEL_SILENT)
+
+
+def test_a_side_whose_qemu_died_steps_down_before_it_would_race():
+    """QEMU gone and the peer silent too (the peer's stream stopped with it): stepping down
+    comes first, so a side with no guest never claims the pair."""
+    w = watch()
+    withdrawn: list[str] = []
+    w.subject = SimpleNamespace(withdraw=withdrawn.append, guest_exited=lambda: True,
+                                domain_now=lambda: "ftorch-kv-b")
+    w._silent = lambda: True
+    w.role = Role.BACKUP
+    w._look()
+    assert w.role == Role.WITHDRAWN and withdrawn == [w.reason]
+    assert "ftorch-kv-b is gone" in w.reason and "detected_at" in w.times
+
+
+def test_a_live_qemu_and_a_talking_peer_change_nothing():
+    w = watch()
+    w.subject = SimpleNamespace(guest_exited=lambda: False)
+    w._silent = lambda: False
+    w.role = Role.PRIMARY
+    w._look()
+    assert w.role == Role.PRIMARY and "detected_at" not in w.times

@@ -57,8 +57,8 @@ class FakeGuest:
         self.icount, self.brk, self.state = self.brk, None, "paused"
         self.on_paused()
 
-    def is_active(self) -> bool:
-        return True
+    def exited(self) -> bool:
+        return False
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,16 @@ def test_losers_and_the_unsure_are_fenced():
     assert step(Role.GOING_LIVE, Event.GO_LIVE_FAILED).role == Role.FENCED
 
 
+def test_a_side_whose_qemu_died_steps_down_and_its_peer_is_left_to_claim():
+    s = step(Role.PRIMARY, Event.GUEST_EXITED)
+    assert s.role == Role.WITHDRAWN and s.actions == (Action.CLOSE_GATE, Action.WITHDRAW)
+    s = step(Role.BACKUP, Event.GUEST_EXITED)
+    assert s.role == Role.WITHDRAWN and s.actions == (Action.WITHDRAW,)
+    for role in (Role.WITHDRAWN, Role.FENCED, Role.GOING_LIVE):   # acts once, never again
+        with pytest.raises(RoleError):
+            step(role, Event.GUEST_EXITED)
+
+
 def test_operator_stop_is_possible_in_every_role_and_never_fails_over():
     for role in Role:
         s = step(role, Event.OPERATOR_STOP)

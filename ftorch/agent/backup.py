@@ -183,6 +183,14 @@ class Backup:
         return {"finished": bool(c and c.finished), "icount": c.icount if c else 0,
                 "error": c.error if c else None}
 
+    def guest_exited(self) -> bool:
+        """Its replaying QEMU died: not at the stream's end (an operator stop), nor closed."""
+        return (self.guest is not None and not self._closing and not self.feeder.ended
+                and self.guest.exited())
+
+    def domain_now(self) -> str:
+        return domain_name(self.cfg, self.key)
+
     def withdraw(self, why: str) -> None:
         """Step down (roles: DISK_FULL): stop replaying and listening; the primary, hearing
         nothing, goes on alone. The agent stays up to say why."""

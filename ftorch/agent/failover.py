@@ -72,12 +72,19 @@ class FailoverWatch(Worker):
             self._drain()
             if self._stop.is_set():
                 return
-            if self.role in (Role.PRIMARY, Role.BACKUP) and self._silent() \
-                    and not self._stop.is_set():   # an operator stop comes first
-                self.times["detected_at"] = time.time()
-                self._apply(Event.CHANNEL_SILENT)
+            if self.role in (Role.PRIMARY, Role.BACKUP) and not self._stop.is_set():
+                self._look()   # an operator stop comes first
             # a few looks a heartbeat: detection is the timeout plus at most half a beat
             self._stop.wait(self.cfg.channel.heartbeat_s / 2)
+
+    def _look(self) -> None:
+        """Act on this side's QEMU dying, or on the peer falling silent."""
+        if self.subject.guest_exited():
+            self.times["detected_at"] = time.time()
+            self._apply(Event.GUEST_EXITED, f"{self.subject.domain_now()} is gone")
+        elif self._silent():
+            self.times["detected_at"] = time.time()
+            self._apply(Event.CHANNEL_SILENT)
 
     def _drain(self) -> None:
         """Apply the events the control socket submitted, in order, on this thread."""
@@ -127,7 +134,7 @@ class FailoverWatch(Worker):
         self.subject.announce()
 
     def _withdraw(self) -> None:
-        self.subject.withdraw(self.reason)   # the table sends only a backup here
+        self.subject.withdraw(self.reason)
 
     def disk_full(self, why: str) -> None:
         """A backup steps down (roles: DISK_FULL); in any other role this raises RoleError and

@@ -44,6 +44,8 @@ class Primary:
         self.spare: Spare | None = None   # a recorder waiting for the next clone's state
         self.disk_paused = False
         self.halted = False
+        self.stopping = False   # an operator stop: QEMU's exit is expected
+        self.withdrawn: str | None = None
         self.tail = LogTail(str(self.log_path), cfg.channel.frame_max_bytes, base_icount,
                             keep=cfg.limits.log_keep_mib << 20)
         self.hold = (InboundHold(self._backup_lag, lagbound.policy(cfg.lag.bound_s,
@@ -210,8 +212,27 @@ class Primary:
             self.guest.thaw()
             self.guest.qmp("stop")
 
+    def guest_exited(self) -> bool:
+        """Its QEMU died: not stopped by an operator, nor replaced by a clone's recorder."""
+        return (self.guest is not None and not self.stopping and self.withdrawn is None
+                and self.guest.exited())
+
+    def domain_now(self) -> str:
+        return self.guest.name if self.guest is not None else self.domain
+
+    def withdraw(self, why: str) -> None:
+        """Step down (roles: GUEST_EXITED): its recorder is gone, so stop streaming without
+        an END; the backup, hearing nothing, claims the pair and goes live. The gate is shut
+        already. The agent stays up to say why."""
+        self.withdrawn = why
+        log.error("stepping down as primary: %s", why)
+        self.sender.stop()
+        self.net.stop()
+        self.host.destroy(self.domain_now())   # libvirt's clean-up of what is left
+
     def stop_guest(self) -> dict[str, Any]:
         """Stop QEMU cleanly: it writes END and the header; the backup gets all of the log."""
+        self.stopping = True
         if self.guest is not None and self.guest.is_active():
             self.guest.stop_gracefully()
         return {"stopping": self.domain}

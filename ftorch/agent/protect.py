@@ -30,7 +30,7 @@ from ftorch.channel import trust
 from ftorch.channel.horizon import LEVEL_INSTRUCTIONS
 from ftorch.config import PairConfig
 from ftorch.errors import FtorchError
-from ftorch.host.layout import clone_ram_file, paths, ram_file
+from ftorch.host.layout import clone_ram_file, domain_names, paths, ram_file
 from ftorch.host.prepare import BOOT_FILES
 from ftorch.host.proc import plain
 from ftorch.rpc.hosts import Hosts, pair_dir
@@ -69,27 +69,45 @@ class ProtectResult:
     clone_via: str = ""      # the recorder the guest moved into: standby or restart
 
 
+# Roles of a peer's agent that will never act for the pair again: it stepped down (a full disk,
+# its QEMU died) or lost the arbiter race; either way this side holds the pair's generation.
+STEPPED_DOWN = ("withdrawn", "fenced")
+
+
 def peer_free(cfg: PairConfig, me: str) -> bool:
     """Can the peer host take a backup: it answers over SSH and no agent of this pair runs
-    there, or only one that stepped down and is back within its limits (it keeps saying why
-    until then); a host we cannot reach is not free: it may still run the pair."""
+    there, or only one that stepped down (or was fenced) and is back within its limits (it
+    keeps saying why until then); a host we cannot reach is not free: it may still run the
+    pair."""
     peer = cfg.peer(me)
     hosts = Hosts(cfg, me)
     try:
         if not hosts(peer).probe(pair_dir(cfg, peer)).agent:
             return True
         st = hosts.status(peer)
-        return st.role == "withdrawn" and not (st.guard and st.guard.tripped)
+        return st.role in STEPPED_DOWN and not (st.guard and st.guard.tripped)
     except FtorchError:
         return False
 
 
-def _dismiss_withdrawn(hosts: Hosts, peer: str) -> None:
+def _dismiss_stepped_down(hosts: Hosts, peer: str) -> None:
     """An agent that stepped down on the peer has said why; it goes before a new backup."""
-    if hosts.status(peer).role == "withdrawn":
+    role = hosts.status(peer).role
+    if role in STEPPED_DOWN:
+        log.info("dismissing the %s agent on host %s", role, peer)
         hosts.agent(peer, "quit", timeout=10)
         wait_for(lambda: not hosts.status(peer).reachable, 60,
-                 f"the withdrawn agent on host {peer} to quit")
+                 f"the {role} agent on host {peer} to quit")
+
+
+def _clear_orphans(cfg: PairConfig, hosts: Hosts, peer: str) -> None:
+    """A QEMU of the pair still running on the peer with no agent there was left by an agent
+    that died: it emits nothing (its NIC went through that agent) and this side holds the
+    pair's generation, so it goes before a new backup takes its domain names."""
+    for name in domain_names(cfg, peer):
+        if hosts(peer).destroy_domain(name, str(ram_file(cfg, peer))):
+            log.warning("destroyed domain %s on host %s, left running by an agent that is gone",
+                        name, peer)
 
 
 def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
@@ -122,7 +140,8 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
         swap(new)
 
     try:
-        _dismiss_withdrawn(hosts, peer)
+        _dismiss_stepped_down(hosts, peer)
+        _clear_orphans(cfg, hosts, peer)
         # room for the clone (its memory, at least) above the reserve, checked before the
         # guest pauses for it; send_image checks the exact size after the clone
         hosts(peer).prepare_pair(there, {n: here.root / n for n in BOOT_FILES},

@@ -24,7 +24,7 @@ class Role(StrEnum):
     LIVE_ALONE = "live-alone"    # the only copy: recording, output ungated, awaiting protection
     FENCED = "fenced"            # lost the race (or cannot reach the arbiter): no output, ever
     STOPPED = "stopped"          # operator stop: nobody goes live
-    WITHDRAWN = "withdrawn"      # backup whose disk is full: stepped down, never goes live
+    WITHDRAWN = "withdrawn"      # stepped down (disk full, or its QEMU died): never acts again
     HANDED_OVER = "handed-over"  # planned switch: guest paused, whole log with the backup
 
 
@@ -40,6 +40,7 @@ class Event(StrEnum):
     TAKE_OVER = "take-over"              # `ftorch failover`, on the backup, after the handover
     RESUME = "resume"                    # `ftorch failover` gave up before the backup claimed
     DISK_FULL = "disk-full"              # this host's pair folder is below its free-space reserve
+    GUEST_EXITED = "guest-exited"        # this side's QEMU died (not an operator stop)
 
 
 class Action(StrEnum):
@@ -50,7 +51,7 @@ class Action(StrEnum):
     HAND_OVER = "hand-over"              # pause the guest, end the stream, wait for its ack
     RESUME_GUEST = "resume-guest"
     ALERT = "alert"                      # fence this copy and tell the operator
-    WITHDRAW = "withdraw"                # stop replaying and listening: the primary goes alone
+    WITHDRAW = "withdraw"                # stop streaming or listening: the peer takes over
 
 
 class RoleError(FtorchError):
@@ -81,6 +82,14 @@ _TABLE: dict[tuple[Role, Event], Step | None] = {
                                               "primary silent: claim the pair to go live"),
     (Role.BACKUP, Event.DISK_FULL): Step(Role.WITHDRAWN, (Action.WITHDRAW,),
                                          "disk full: stepped down; the primary goes on alone"),
+    # a side whose QEMU died cannot serve: it falls silent, so the peer, hearing nothing, claims
+    # the pair as for a dead host, and re-protects onto this host once it asks (protect.py)
+    (Role.PRIMARY, Event.GUEST_EXITED): Step(Role.WITHDRAWN, (Action.CLOSE_GATE, Action.WITHDRAW),
+                                             "the recording QEMU exited: stepped down; the "
+                                             "backup goes live"),
+    (Role.BACKUP, Event.GUEST_EXITED): Step(Role.WITHDRAWN, (Action.WITHDRAW,),
+                                            "the replaying QEMU exited: stepped down; the "
+                                            "primary goes on alone"),
     (Role.BACKUP, Event.TAKE_OVER): Step(Role.CLAIMING, (Action.CLAIM,),
                                          "planned switch: claim the pair to go live"),
     (Role.HANDED_OVER, Event.RESUME): Step(Role.RECLAIMING, (Action.CLAIM,),

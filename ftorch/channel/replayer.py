@@ -89,7 +89,7 @@ class ReplayController(Worker):
             try:
                 self._step()
             except VirtError as e:
-                if not self.guest.is_active():
+                if self.guest.exited():   # not libvirtd restarting: the kernel says so
                     self.error = "the backup QEMU exited"
                     log.error("%s at icount %d (%s)", self.error, self.icount, e)
                     return

@@ -214,18 +214,28 @@ def undrop(key: str) -> None:
 
 
 def kill_host(agent_pid_file: Path, domains: Iterable[str],
-              sig: signal.Signals = signal.SIGKILL) -> None:
+              sig: signal.Signals = signal.SIGKILL, agent: bool = True, qemu: bool = True) -> None:
     """A host dies: its agent and the QEMUs of those of `domains` that run there get SIGKILL,
-    nothing shuts down cleanly. With SIGSTOP the host freezes (SIGCONT: it wakes)."""
-    pids = [int(agent_pid_file.read_text())]
-    for domain in domains:
-        pid_file = Path(f"/run/libvirt/qemu/{domain}.pid")
-        if pid_file.exists():
-            pids.append(int(pid_file.read_text()))
-    if len(pids) == 1:
+    nothing shuts down cleanly. With SIGSTOP the host freezes (SIGCONT: it wakes). agent or
+    qemu False: that part of the host survives (a crash of the other alone)."""
+    qemus = [int(f.read_text()) for d in domains
+             if (f := Path(f"/run/libvirt/qemu/{d}.pid")).exists()] if qemu else []
+    if qemu and not qemus:
         raise LabError(f"no QEMU of {', '.join(domains)} runs: nothing of the guest to kill")
-    for pid in pids:
+    for pid in ([int(agent_pid_file.read_text())] if agent else []) + qemus:
         os.kill(pid, sig)
+
+
+def restart_libvirtd() -> None:
+    """Stop libvirtd and start it again, as an upgrade or an operator does: the guests' QEMUs
+    run on, and every open libvirt connection breaks."""
+    subprocess.run(["pkill", "-x", "libvirtd"], capture_output=True)
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True).returncode == 0:
+        if time.monotonic() > deadline:
+            raise LabError("libvirtd did not exit within 30 s of SIGTERM")
+        time.sleep(0.05)
+    _daemons()
 
 
 def status() -> dict[str, object]:

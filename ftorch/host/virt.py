@@ -119,10 +119,45 @@ class ReplayInfo:
 class Guest:
     """One libvirt domain with typed QMP helpers."""
 
-    def __init__(self, dom: libvirt.virDomain) -> None:
+    def __init__(self, dom: libvirt.virDomain, host: Host | None = None) -> None:
         self._dom = dom
+        self._host = host     # to find the domain again on a new connection (libvirtd restarted)
         self.name = dom.name()
         self.frozen = False   # SIGSTOPped by freeze(): its monitor cannot answer
+        self._proc: int | None = None   # a pidfd of its QEMU, once exited() has asked
+
+    def __del__(self) -> None:
+        if getattr(self, "_proc", None) is not None:
+            os.close(self._proc)
+
+    def _call(self, fn: Callable[[libvirt.virDomain], Any]) -> Any:
+        """fn(domain); if libvirtd has restarted since the domain was found, once more on a
+        new connection (QEMU outlives libvirtd: the old handle is dead, the guest is not)."""
+        try:
+            return fn(self._dom)
+        except libvirt.libvirtError:
+            if self._host is None or self._connected():
+                raise
+        try:
+            self._dom = self._host.conn().lookupByName(self.name)
+        except VirtError as e:
+            raise libvirt.libvirtError(str(e)) from None
+        return fn(self._dom)
+
+    def _connected(self) -> bool:
+        try:
+            return bool(self._dom.connect().isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def exited(self) -> bool:
+        """Whether its QEMU process has ended, asked of the kernel (a pidfd), not of libvirtd,
+        which may be restarting: a restart is not the guest's death."""
+        if self._proc is None:
+            self._proc = self._pidfd()
+            if self._proc is None:
+                return True   # no pid file (libvirt cleaned up after it) or no such process
+        return bool(select.select([self._proc], [], [], 0)[0])
 
     def qmp(self, command: str, **arguments: Any) -> Any:
         """Run one QMP command through libvirt; return its `return` value."""
@@ -133,7 +168,8 @@ class Guest:
         if arguments:
             msg["arguments"] = arguments
         try:
-            reply = json.loads(libvirt_qemu.qemuMonitorCommand(self._dom, json.dumps(msg), 0))
+            reply = json.loads(self._call(
+                lambda d: libvirt_qemu.qemuMonitorCommand(d, json.dumps(msg), 0)))
         except libvirt.libvirtError as e:
             raise VirtError(f"{self.name}: QMP {command} failed: {e.get_error_message()}") from None
         if "error" in reply:
@@ -169,7 +205,7 @@ class Guest:
     def run_state(self) -> str:
         """running / paused / other, from libvirt's cached state: no monitor round-trip."""
         try:
-            state, _ = self._dom.state()
+            state, _ = self._call(lambda d: d.state())
         except libvirt.libvirtError as e:
             raise VirtError(f"{self.name}: cannot read its state: {e.get_error_message()}") from None
         return {libvirt.VIR_DOMAIN_RUNNING: "running",
@@ -177,7 +213,7 @@ class Guest:
 
     def is_active(self) -> bool:
         try:
-            return bool(self._dom.isActive())
+            return bool(self._call(lambda d: d.isActive()))
         except libvirt.libvirtError:
             return False
 
@@ -217,7 +253,7 @@ class Guest:
         if self.frozen:   # a stopped process keeps the SIGTERM pending
             self.thaw()
         try:
-            self._dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
+            self._call(lambda d: d.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL))
         except libvirt.libvirtError as e:
             if self.is_active():
                 raise VirtError(f"{self.name}: graceful stop failed: {e.get_error_message()}") from None
@@ -305,7 +341,7 @@ class Guest:
     def destroy(self) -> None:
         """Kill the domain; a domain already gone is not an error (idempotent stop)."""
         try:
-            self._dom.destroy()
+            self._call(lambda d: d.destroy())
         except libvirt.libvirtError:
             if self.is_active():
                 raise
@@ -332,13 +368,13 @@ class Host:
         """Create a transient domain from XML (never persistent: agents decide where it runs)."""
         flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
         try:
-            return Guest(self.conn().createXML(xml, flags))
+            return Guest(self.conn().createXML(xml, flags), self)
         except libvirt.libvirtError as e:
             raise VirtError(f"libvirt refused to start the domain: {e.get_error_message()}") from None
 
     def lookup(self, name: str) -> Guest | None:
         try:
-            return Guest(self.conn().lookupByName(name))
+            return Guest(self.conn().lookupByName(name), self)
         except libvirt.libvirtError:
             return None
 
