@@ -24,6 +24,19 @@ def test_an_agent_that_is_not_running_is_exit_4_naming_the_socket(tmp_path):
     assert str(tmp_path / "agent.sock") in reply["error"]
 
 
+def test_a_frozen_agent_counts_as_there_and_a_dead_one_does_not(tmp_path, monkeypatch):
+    """A host's agent that takes the connection and says nothing (SIGSTOPped, overloaded) may
+    still run the pair: a re-protection must not clear its folder; one whose socket has no
+    listener (killed) is gone."""
+    import socket
+    monkeypatch.setattr("ftorch.host.virt.Host.lookup", lambda self, name: None)
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(tmp_path / "agent.sock"))
+        listener.listen(1)   # the kernel accepts for it; it never reads
+        assert serve._probe(str(tmp_path), []) == {"agent": True, "domain": False}
+    assert serve._probe(str(tmp_path), []) == {"agent": False, "domain": False}
+
+
 def test_prepare_keeps_the_last_agent_log_and_empties_the_folder(tmp_path):
     d = tmp_path / "pair"
     d.mkdir()

@@ -368,7 +368,11 @@ def hold_acks(config: str, on: bool = typer.Argument(..., help="true: stop ackin
     gate must then hold every outbound frame)."""
     cfg = _config(config)
     try:
-        pair_ops.agent_call(cfg, "b", "hold-acks", on=on)
+        backup = next((k for k in ("a", "b") if pair_ops.try_status(cfg, k).role == "backup"),
+                      None)
+        if backup is None:
+            raise FtorchError(f"no backup of pair {cfg.pair} runs (`ftorch status {config}`)")
+        pair_ops.agent_call(cfg, backup, "hold-acks", on=on)
     except FtorchError as e:
         _fail(e)
     console.print(f"backup acks {'held' if on else 'resumed'}")

@@ -38,6 +38,19 @@ def _sides(cfg: PairConfig) -> tuple[str, str, SideStatus]:
     return p, b, st[b]
 
 
+def _stop_old(cfg: PairConfig, p: str) -> None:
+    """The old primary, paused and handed over, quits; one whose host died meanwhile is
+    already stopped (the switch itself is done)."""
+    try:
+        agent_call(cfg, p, "quit", timeout=10)
+    except FtorchError as e:
+        if try_status(cfg, p).reachable:
+            raise
+        log.warning("the old primary on host %s is gone already: %s", p, e)
+        return
+    wait_for(lambda: not try_status(cfg, p).reachable, 60, f"the old primary on host {p} to stop")
+
+
 def _abandon(cfg: PairConfig, p: str, b: str, why: str) -> FtorchError:
     """The backup did not claim the pair: stop it, let the primary claim it back."""
     try:
@@ -53,6 +66,23 @@ def _abandon(cfg: PairConfig, p: str, b: str, why: str) -> FtorchError:
                        "unprotected until re-protected")
 
 
+def _primary_lost(cfg: PairConfig, p: str, b: str, why: str, timeout: float) -> FtorchError:
+    """The primary's host died during the handover: the backup alone can carry on, and must
+    not be stopped. If it holds the whole stream (the END came) it takes over now; otherwise
+    its own watch takes the silence for a death and goes live after the timeout."""
+    st = try_status(cfg, b)
+    try:
+        if st.backup is not None and st.backup.log_ended:
+            agent_call(cfg, b, "take-over", timeout=timeout + 300, timeout_=timeout)
+        wait_for(lambda: try_status(cfg, b).role == "live-alone", timeout + 300,
+                 f"host {b} to go live")
+    except FtorchError as e:
+        return FtorchError(f"host {p} died during the planned failover ({why}) and host {b} "
+                           f"did not go live: {e}; operator needed")
+    return FtorchError(f"host {p} died during the planned failover ({why}); host {b} went live "
+                       f"in its place, unprotected until re-protected")
+
+
 def failover(cfg: PairConfig, timeout: float) -> dict[str, Any]:
     """Switch the live guest to the backup's host; return what happened and how long it took."""
     p, b, bst = _sides(cfg)
@@ -61,6 +91,8 @@ def failover(cfg: PairConfig, timeout: float) -> dict[str, Any]:
         handed = decode(FailoverStatus, agent_call(cfg, p, "handover", timeout=timeout + 10,
                                                    timeout_=timeout))
     except FtorchError as e:
+        if not try_status(cfg, p).reachable:
+            raise _primary_lost(cfg, p, b, f"handover: {e}", timeout) from None
         raise _abandon(cfg, p, b, f"handover: {e}") from None
     try:
         took = decode(FailoverStatus, agent_call(cfg, b, "take-over", timeout=timeout + 300,
@@ -68,12 +100,13 @@ def failover(cfg: PairConfig, timeout: float) -> dict[str, Any]:
     except FtorchError as e:
         took = try_status(cfg, b).failover or FailoverStatus(state="unreachable", error=str(e))
     if took.state != "live-alone":
-        if took.generation == generation:
+        # unknown (host b unreachable) is safe to abandon too: the primary's claim back loses
+        # to a generation host b claimed, so it never resumes behind a backup that went live
+        if took.generation in (generation, None):
             raise _abandon(cfg, p, b, f"take-over: {took.error or took.reason}")
         raise FtorchError(f"host {b} claimed the pair but did not go live: {took.error}; "
                           f"host {p} stays paused and fenced: operator needed")
-    agent_call(cfg, p, "quit", timeout=10)
-    wait_for(lambda: not try_status(cfg, p).reachable, 60, f"the old primary on host {p} to stop")
+    _stop_old(cfg, p)
     assert took.live_at and took.take_over_at and handed.paused_at
     return {"pair": cfg.pair, "from": p, "to": b, "generation": took.generation,
             "paused_s": took.live_at - handed.paused_at,

@@ -43,7 +43,10 @@ def _agent(socket_path: str, request: dict[str, Any], wait: float) -> dict[str, 
             s.connect(socket_path)
             s.sendall(json.dumps(request).encode() + b"\n")
             line = s.makefile("rb").readline()
-    except (OSError, TimeoutError) as e:
+    except TimeoutError as e:   # it took the connection: alive, but frozen or overloaded
+        raise Refused(f"agent did not answer {request.get('cmd')!r} within {wait:.0f} s: {e}",
+                      "agent-silent", 4) from None
+    except OSError as e:
         raise Refused(f"agent did not answer {request.get('cmd')!r}: {e}", "agent-down", 4) from None
     if not line:
         raise Refused(f"agent closed the connection on {request.get('cmd')!r}", "agent-down", 4)
@@ -55,8 +58,8 @@ def _probe(pair_dir: str, domains: list[str]) -> dict[str, Any]:
     try:
         _agent(str(Path(pair_dir) / "agent.sock"), {"cmd": "status"}, wait=3)
         agent = True
-    except Refused:
-        agent = False
+    except Refused as e:   # one that is there but silent may still run the pair
+        agent = e.kind == "agent-silent"
     from ftorch.host.virt import Host
     host = Host()
     guests = [host.lookup(name) for name in domains]

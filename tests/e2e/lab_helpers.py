@@ -47,6 +47,12 @@ def ftorch(*args: str, check: bool = True, timeout: float = 600) -> subprocess.C
     return p
 
 
+def ftorch_background(*args: str) -> subprocess.Popen:
+    """The CLI started as ftorch() runs it, left running: communicate() collects it."""
+    return subprocess.Popen(labssh.operator_command([*FTORCH, *args]), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
 def build_image() -> Path:
     subprocess.run([sys.executable, str(ROOT / "vm-images/build.py")], check=True,
                    capture_output=True)

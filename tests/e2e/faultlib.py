@@ -1,0 +1,450 @@
+"""The faults of the fault suite (issue 15), each a function that injects one fault into a
+protected pair while a client writes, waits for the outcome it must have, checks what every
+case checks, and returns a row for the table: no acknowledged record lost (the client reads
+each one back by key and value), and never two live copies, judged from each host's own tap
+(emissions.py), not from the LAN. The suite (test_faults.py) runs them in a fixed order, the
+campaign (bench/faults.py) in a seeded random one; both re-protect the pair after each."""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ftorch.agent.golive import SNAPSHOT
+from ftorch.config import PairConfig
+from ftorch.host import lab
+from ftorch.host.layout import domain_names, paths
+from ftorch.ops import pair
+from ftorch.status import SideStatus
+
+from .emissions import Emissions
+from .lab_helpers import STAMP, Client, answered, ftorch, ftorch_background, side, wait_until
+
+LEAN_STATE = 8 << 20   # a go-live's VM state without the guest's RAM is ~1 MB
+Row = dict[str, Any]
+
+
+@dataclass
+class Run:
+    """A pair under faults: where it is, and which host runs the guest now."""
+    cfg_path: Path
+    cfg: PairConfig
+    tmp: Path
+    live: str = "a"
+    n: int = 0                      # faults so far (names each client's keys)
+    rows: list[Row] = field(default_factory=list)
+
+    def generation(self) -> int:
+        return side(self.cfg_path, self.live).failover.generation
+
+    def writing(self, name: str, after: int = 40, loaders: int = 0) -> list[Client]:
+        """A client (and `loaders` more) writing through the live host, once the gate has
+        released `after` of its frames since."""
+        released = side(self.cfg_path, self.live).primary.gate.released
+        prefix = f"f{self.n}"
+        clients = [Client(self.tmp / f"{prefix}-{name}.json", duration=300, prefix=prefix)]
+        clients += [Client(self.tmp / f"{prefix}-{name}-load{i}.json", duration=300,
+                           prefix=f"{prefix}l{i}") for i in range(loaders)]
+        wait_until(lambda: side(self.cfg_path, self.live).primary.gate.released
+                   > released + after, 90, f"the client to be writing through host {self.live}",
+                   every=0.05)
+        return clients
+
+    def protected(self, timeout: float = 300) -> None:
+        """Wait until the live host is a protected primary and its peer a backup past the
+        clone (re-protection after a failover, failover.reprotect on)."""
+        p, b = self.live, other(self.live)
+        wait_until(lambda: pair.protected(side(self.cfg_path, p), side(self.cfg_path, b)),
+                   timeout, f"host {p} to be protected by host {b}")
+
+
+def other(key: str) -> str:
+    return "b" if key == "a" else "a"
+
+
+def intact(results: list[dict], what: str, since: float) -> int:
+    """Every client's records came back, its connection never broke, and it was acked after
+    `since` (through whichever host is live now). Returns the records verified."""
+    for r in results:
+        assert r["errors"] == [], f"{what}: a client's connection broke: {r['errors']}"
+        assert r["mismatches"] == [], f"{what}: an acknowledged record is missing or changed"
+    assert [t for t in results[0]["ack_times"] if t > since], \
+        f"{what}: the client wrote nothing after the fault"
+    return sum(len(r["acked"]) for r in results)
+
+
+def finish(clients: list[Client]) -> list[dict]:
+    return [c.finish(timeout=400) for c in clients]
+
+
+def second_copy(seen: Emissions, winner: str, after: float) -> list[float]:
+    """What the loser emitted after the winner's first frame since `after`: a second live copy."""
+    first = wait_until(lambda: seen.first(winner, after), 60, f"host {winner} to emit")
+    seen.sync()
+    return seen.since(other(winner), first)
+
+
+def decided(run: Run, key: str, timeout: float = 180) -> SideStatus:
+    """Host `key` once it has gone live or given up."""
+    return wait_until(lambda: (s := side(run.cfg_path, key)).role in ("live-alone", "fenced")
+                      and s, timeout, f"host {key} to go live (or give up)")
+
+
+def answering(run: Run, key: str) -> None:
+    """The guest answers through host `key`: its frames out grow."""
+    out = side(run.cfg_path, key).primary.net.frames_out
+    wait_until(lambda: side(run.cfg_path, key).primary.net.frames_out > out + 20, 120,
+               f"the guest to answer from host {key}")
+
+
+def said(cfg: PairConfig, key: str, since: float) -> str:
+    """What host `key`'s agent logged since `since` (wall clock), also in the log before the
+    current one (a new agent's folder keeps it)."""
+    log = paths(cfg, key).agent_log
+    lines = [line for f in (log.with_name("agent.log.1"), log) if f.exists()
+             for line in f.read_text(errors="replace").splitlines()]
+    return "\n".join(line for line in lines if logged_at(line) >= since)
+
+
+def logged_at(line: str) -> float:
+    """An agent log line's time (`2026-12-05 03:27:30,255 ...`, local time); 0 if none."""
+    try:
+        return datetime.strptime(line[:STAMP], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except ValueError:
+        return 0.0
+
+
+def row(run: Run, fault: str, host: str, outcome: str, at: float, results: list[dict],
+        records: int, **more: Any) -> Row:
+    first = min((t for t in results[0]["ack_times"] if t > at), default=at)
+    return {"fault": fault, "host": host, "outcome": outcome,
+            "first_reply_s": round(first - at, 2), "records": records, **more}
+
+
+# --- crashes of a host or of one of its parts ---------------------------------------------
+
+@dataclass(frozen=True)
+class Crash:
+    """What dies: on the primary's host or the backup's, its agent, its QEMU, or both."""
+    on: str          # "primary" or "backup"
+    agent: bool
+    qemu: bool
+
+
+CRASHES = {
+    "backup-qemu": Crash("backup", agent=False, qemu=True),
+    "backup-agent": Crash("backup", agent=True, qemu=False),
+    "backup-host": Crash("backup", agent=True, qemu=True),
+    "primary-qemu": Crash("primary", agent=False, qemu=True),
+    "primary-agent": Crash("primary", agent=True, qemu=False),
+}
+
+
+def crash(run: Run, name: str) -> Row:
+    """One crash while a client writes: the other side (the survivor) must end live alone one
+    generation up, and the client carry on through it. An agent that outlives its QEMU steps
+    down and says so."""
+    how = CRASHES[name]
+    victim = run.live if how.on == "primary" else other(run.live)
+    survivor = other(victim)
+    pair.wait_caught_up(run.cfg, timeout=300)
+    gen = run.generation()
+    clients = run.writing(name)
+    with Emissions() as seen:
+        at = time.time()
+        lab.kill_host(paths(run.cfg, victim).pid, domain_names(run.cfg, victim),
+                      agent=how.agent, qemu=how.qemu)
+        s = decided(run, survivor)
+        assert s.role == "live-alone", (name, s.failover)
+        assert s.failover.generation == gen + 1, (name, s.failover)
+        if not how.agent:   # the survivor may have dismissed it already: its log says
+            wait_until(lambda: f"stepping down as {how.on}" in said(run.cfg, victim, at), 60,
+                       f"host {victim}'s agent to step down")
+        answering(run, survivor)
+        results = finish(clients)
+        late = second_copy(seen, survivor, at)
+    assert not late, f"{name}: host {victim} emitted {len(late)} frames after {survivor}'s first"
+    records = intact(results, name, s.failover.live_at)
+    run.live = survivor
+    return row(run, name, victim, f"{survivor} live alone, gen {gen + 1}", at, results, records)
+
+
+def libvirtd_restart(run: Run) -> Row:
+    """libvirtd stops and starts again under both hosts while the client writes: the guests'
+    QEMUs run on, nobody takes it for a death, and the backup goes on following the log."""
+    pair.wait_caught_up(run.cfg, timeout=300)
+    live, backup = run.live, other(run.live)
+    gen = run.generation()
+    clients = run.writing("libvirtd")
+    at = time.time()
+    lab.restart_libvirtd()
+    restart_s = time.time() - at
+    primary_icount = side(run.cfg_path, live).primary.icount
+    wait_until(lambda: side(run.cfg_path, backup).backup.icount > primary_icount, 120,
+               f"the backup on host {backup} to replay past the restart")
+    results = finish(clients)
+    p, b = answered(run.cfg_path, live), answered(run.cfg_path, backup)
+    assert (p.role, b.role) == ("primary", "backup"), (p.failover, b.failover, b.backup)
+    assert p.failover.generation == b.failover.generation == gen
+    assert not b.backup.replay_error, b.backup.replay_error
+    records = intact(results, "libvirtd restart", at)
+    return row(run, "libvirtd-restart", "both", "no failover", at, results, records,
+               restart_s=round(restart_s, 2))
+
+
+# --- a frozen host, a cut channel -------------------------------------------------------------
+
+def freeze_primary(run: Run) -> Row:
+    """SIGSTOP of the primary's host (its agent and QEMU) past the channel timeout: the backup
+    goes live; on SIGCONT the old primary finds itself fenced, and nothing it emits follows the
+    new primary's first frame (acks that waited in its socket echo heartbeats older than its
+    lease: gate/outputgate.py)."""
+    pair.wait_caught_up(run.cfg, timeout=300)
+    frozen, peer = run.live, other(run.live)
+    gen = run.generation()
+    clients = run.writing("frozen")
+    host = (paths(run.cfg, frozen).pid, domain_names(run.cfg, frozen))
+    with Emissions() as seen:
+        at = time.time()
+        lab.kill_host(*host, signal.SIGSTOP)
+        try:
+            s = decided(run, peer, 120)
+            assert s.role == "live-alone", s.failover
+            first = wait_until(lambda: seen.first(peer, after=at), 60,
+                               f"host {peer} to emit the guest's frames")
+        finally:
+            lab.kill_host(*host, signal.SIGCONT)
+        # it may be dismissed at once by the re-protection: its log says it was fenced
+        wait_until(lambda: "-> fenced on claim-lost" in said(run.cfg, frozen, at), 120,
+                   f"host {frozen} to find itself fenced")
+        results = finish(clients)
+        late = second_copy(seen, peer, at)
+    assert not late, f"host {frozen} emitted {len(late)} frames after host {peer}'s first"
+    records = intact(results, "frozen primary", first)
+    run.live = peer
+    return row(run, "freeze-primary", frozen, f"{peer} live, gen {gen + 1}; {frozen} fenced",
+               at, results, records, first_frame_s=round(first - at, 2))
+
+
+def cut_channel(run: Run) -> Row:
+    """The logging channel alone is cut (the backup's host drops its port), while both hosts
+    reach the storage and the client reaches both: each side takes the other for dead and races
+    for the arbiter; exactly one wins, the other never emits again, even once the channel is
+    back."""
+    pair.wait_caught_up(run.cfg, timeout=300)
+    gen = run.generation()
+    clients = run.writing("cut")
+    port = run.cfg.channel.port
+    with Emissions() as seen:
+        at = time.time()
+        lab.drop(other(run.live), f"tcp dport {port}", f"tcp sport {port}")
+        try:   # the winner may dismiss the loser as soon as it can: the loser's log tells
+            winner = wait_until(lambda: next((k for k in ("a", "b") if side(
+                run.cfg_path, k).role == "live-alone"), None), 120, "one side to win")
+            wait_until(lambda: "-> fenced on" in said(run.cfg, other(winner), at), 120,
+                       f"host {other(winner)} to find itself fenced")
+        finally:
+            lab.undrop(other(run.live))
+        gen_won = side(run.cfg_path, winner).failover.generation
+        assert gen_won == gen + 1, gen_won
+        results = finish(clients)
+        late = second_copy(seen, winner, at)
+    assert not late, f"the loser emitted {len(late)} frames after the winner's first"
+    records = intact(results, "channel cut", at)
+    run.live = winner
+    return row(run, "channel-cut", "both", f"{winner} won gen {gen + 1}; {other(winner)} fenced",
+               at, results, records)
+
+
+# --- SIGKILL of the primary's host at chosen points -------------------------------------------
+
+# `after`: frames the gate released since the point's client started (None: a random count,
+# printed); `loaders`: other clients writing at full speed; `settled`: the backup caught up and
+# its standby recorder ready first (False: the kill comes the moment the pair is protected
+# again, the backup fresh from its clone).
+KILL_POINTS = {
+    "first-write": {"after": 1, "loaders": 0, "settled": True},
+    "steady": {"after": 40, "loaders": 0, "settled": True},
+    "random": {"after": None, "loaders": 0, "settled": True},
+    "heavy-writes": {"after": 150, "loaders": 3, "settled": True},
+    "heavy-writes-late": {"after": 700, "loaders": 3, "settled": True},
+    "just-protected": {"after": 1, "loaders": 0, "settled": False},
+}
+
+
+def snapshots_on(disk: Path) -> list[str]:
+    info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(disk)],
+                                     check=True, capture_output=True, text=True).stdout)
+    return [s["name"] for s in info.get("snapshots", [])]
+
+
+def kill_primary_at(run: Run, point: str) -> Row:
+    """The primary's host dies at `point` while clients write: its peer must go live one
+    generation up and every client carry on with every record intact."""
+    how, live, peer = KILL_POINTS[point], run.live, other(run.live)
+    after = how["after"] if how["after"] is not None else random.randint(2, 500)
+    if how["settled"]:
+        pair.wait_caught_up(run.cfg, timeout=300)
+        wait_until(lambda: side(run.cfg_path, peer).backup.standby_ready, 60,
+                   f"host {peer}'s standby recorder to be ready")
+    gen = run.generation()
+    clients = run.writing(point, after, how["loaders"])
+    at = time.time()
+    lab.kill_host(paths(run.cfg, live).pid, domain_names(run.cfg, live))
+    s = decided(run, peer)
+    assert s.role == "live-alone", (point, s.failover)
+    assert s.failover.generation == gen + 1, (point, s.failover)
+    if how["settled"]:   # the replayed state went into the standby recorder beside the replay
+        assert s.failover.golive_via == "standby", (point, s.failover)
+        # without the guest's RAM, which the replay and the standby map from one file
+        assert 0 < s.failover.golive_state_bytes < LEAN_STATE, (point, s.failover)
+    assert SNAPSHOT not in snapshots_on(paths(run.cfg, peer).disk), point
+    answering(run, peer)
+    results = finish(clients)
+    records = intact(results, point, s.failover.live_at)
+    run.live = peer
+    return row(run, f"kill-{point}", live, f"{peer} live, gen {gen + 1}", at, results, records,
+               after=after, detected_s=round(s.failover.detected_at - at, 2),
+               replay_s=round(s.failover.replay_s, 2))
+
+
+def kill_during_switch(run: Run, when: str) -> Row:
+    """SIGKILL of the primary's host during `ftorch failover`: at "handover" (paused, waiting
+    for acks the backup holds back for the purpose) or at "take-over" (its whole log acked,
+    the backup claiming and going live). The backup ends live either way, the operator told
+    what happened, and the client carries on."""
+    live, peer = run.live, other(run.live)
+    pair.wait_caught_up(run.cfg, timeout=300)
+    gen = run.generation()
+    clients = run.writing(f"switch-{when}")
+    cfg = str(run.cfg_path)
+    if when == "handover":
+        ftorch("debug", "hold-acks", cfg, "true")
+    cli = ftorch_background("failover", cfg, "--json")
+    try:
+        wait_until(lambda: (s := side(run.cfg_path, live)).role == "handed-over"
+                   and (when == "handover" or s.primary.channel.finished), 120,
+                   f"host {live} to hand over", every=0.02)
+        at = time.time()
+        lab.kill_host(paths(run.cfg, live).pid, domain_names(run.cfg, live))
+    finally:
+        if when == "handover":
+            ftorch("debug", "hold-acks", cfg, "false", check=False)
+    _, err = cli.communicate(timeout=900)
+    s = decided(run, peer)
+    assert s.role == "live-alone" and s.failover.generation == gen + 1, (when, s.failover)
+    if cli.returncode:   # the handover call itself failed: the CLI says what it did
+        assert cli.returncode == 1 and "went live in its place" in err, err
+    else:
+        assert when == "take-over", err
+    answering(run, peer)
+    results = finish(clients)
+    records = intact(results, f"switch-{when}", s.failover.live_at)
+    run.live = peer
+    return row(run, f"kill-switch-{when}", live, f"{peer} live, gen {gen + 1}", at, results,
+               records, cli_exit=cli.returncode)
+
+
+def kill_during_golive(run: Run) -> Row:
+    """The primary's host freezes past the timeout and, while its backup goes live for it,
+    dies (SIGKILL of the frozen agent and QEMU): the go-live goes on, nothing of the old
+    primary ever emits again."""
+    frozen, peer = run.live, other(run.live)
+    pair.wait_caught_up(run.cfg, timeout=300)
+    gen = run.generation()
+    clients = run.writing("golive")
+    host = (paths(run.cfg, frozen).pid, domain_names(run.cfg, frozen))
+    lab.kill_host(*host, signal.SIGSTOP)
+    try:
+        when = wait_until(lambda: (r := side(run.cfg_path, peer).role) in
+                          ("claiming", "going-live", "live-alone") and r, 60,
+                          f"host {peer} to start its go-live", every=0.02)
+    finally:
+        at = time.time()
+        lab.kill_host(*host)   # SIGKILL ends a stopped process as well
+    s = decided(run, peer)
+    assert s.role == "live-alone" and s.failover.generation == gen + 1, s.failover
+    answering(run, peer)
+    results = finish(clients)
+    records = intact(results, "go-live", s.failover.live_at)
+    run.live = peer
+    return row(run, "kill-during-golive", frozen, f"{peer} live, gen {gen + 1}", at, results,
+               records, peer_was=when)
+
+
+def kill_after_libvirtd_restart(run: Run) -> Row:
+    """libvirtd restarts, then the primary's host dies: the backup's go-live (which starts and
+    loads a recorder through libvirt) works on a new connection."""
+    lab.restart_libvirtd()
+    row_ = kill_primary_at(run, "steady")
+    return {**row_, "fault": "kill-after-libvirtd-restart"}
+
+
+def kill_clone_peer(run: Run) -> Row:
+    """The backup's host dies; while the primary re-protects onto it again, that host dies
+    once more in mid-clone (its agent and whatever QEMU it had started): the live guest runs
+    on alone, unharmed, and a later attempt protects it."""
+    first = crash(run, "backup-host")
+    live, peer = run.live, other(run.live)
+    clients = run.writing("clone-peer")
+    wait_until(lambda: side(run.cfg_path, peer).role in ("standby", "backup"), 120,
+               f"the re-protection to start a backup on host {peer}", every=0.05)
+    at = time.time()
+    running = [n for n in domain_names(run.cfg, peer) if Path(f"/run/libvirt/qemu/{n}.pid").exists()]
+    lab.kill_host(paths(run.cfg, peer).pid, running, qemu=bool(running))
+    s = answered(run.cfg_path, live)
+    assert s.role in ("live-alone", "primary"), s
+    run.protected()
+    results = finish(clients)
+    records = intact(results, "clone-peer", at)
+    return row(run, "kill-clone-peer", peer, f"{live} stayed live, protected again", at,
+               results, records + first["records"], qemus_killed=len(running))
+
+
+# Every fault by name: the suite's and the campaign's list.
+FAULTS: dict[str, Callable[[Run], Row]] = {
+    "libvirtd-restart": libvirtd_restart,
+    **{name: (lambda r, n=name: crash(r, n)) for name in CRASHES},
+    "freeze-primary": freeze_primary,
+    "channel-cut": cut_channel,
+    **{f"kill-{p}": (lambda r, p=p: kill_primary_at(r, p)) for p in KILL_POINTS},
+    "kill-switch-handover": lambda r: kill_during_switch(r, "handover"),
+    "kill-switch-take-over": lambda r: kill_during_switch(r, "take-over"),
+    "kill-during-golive": kill_during_golive,
+    "kill-after-libvirtd-restart": kill_after_libvirtd_restart,
+    "kill-clone-peer": kill_clone_peer,
+}
+
+
+def inject(run: Run, name: str) -> Row:
+    """Fault `name`, then the pair protected again; the row also goes into run.rows."""
+    r = FAULTS[name](run)
+    run.n += 1
+    run.rows.append(r)
+    print("fault " + json.dumps(r), flush=True)
+    run.protected()
+    return r
+
+
+def identical_after_a_clean_stop(run: Run) -> None:
+    """The pair stops cleanly: the backup replays to the primary's last instruction, and the
+    two disks hold the same data."""
+    summary = json.loads(ftorch("down", str(run.cfg_path), "--json", "--timeout", "300").stdout)
+    assert summary["backup"]["finished"], summary
+    assert summary["backup"]["icount"] == summary["primary"]["icount"], summary
+    cmp = subprocess.run(["qemu-img", "compare", str(paths(run.cfg, run.live).disk),
+                          str(paths(run.cfg, other(run.live)).disk)],
+                         capture_output=True, text=True)
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+
+
+def table(rows: list[Row]) -> str:
+    return "\n".join(f"{r['fault']:>22} on {r['host']:<4} {r['outcome']:<34} first reply "
+                     f"{r['first_reply_s']:5.2f} s, {r['records']} records" for r in rows)
