@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 CONFIG ?= examples/lab.yaml
 
-.PHONY: setup image shim demo test unit e2e bench soak lint clean
+.PHONY: setup image shim demo test unit e2e bench soak faults lint clean
 
 setup:            ## system packages (QEMU 10.0 from bookworm-backports, libvirt 9.0) and .venv
 	bash scripts/setup.sh
@@ -24,6 +24,9 @@ bench: image      ## benchmarks; writes bench/results/*.json and bench/results/l
 
 soak: image       ## 20 min idle + 10 min writing: agents' memory and disk use must stay flat; bench/results/soak.md
 	$(PY) bench/soak.py
+
+faults: image     ## seeded random fault campaign (SEED=15 COUNT=30, ~1.5 min a fault); bench/results/faults.md
+	$(PY) bench/faults.py --seed $(or $(SEED),15) --count $(or $(COUNT),30)
 
 lint:
 	$(PY) -m ruff check ftorch tests bench vm-images scripts tools

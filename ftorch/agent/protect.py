@@ -125,7 +125,7 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
                            f"{cfg.pair} or does not answer over SSH")
     try:
         mine = SharedLock(cfg.shared_dir, cfg.pair).current()
-        hosts.sees_record(peer, mine.encode().decode() if mine else "")
+        hosts.sees_record(peer, mine.text() if mine else "")
     except FtorchError as e:   # ArbiterError is one
         raise ProtectError(f"host {peer} cannot take a backup: {e}") from None
     tag = f"ftorch-clone-{generation or 0}-{int(time.time())}"

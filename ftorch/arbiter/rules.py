@@ -31,7 +31,11 @@ class Ownership:
     reason: str = ""
 
     def encode(self) -> bytes:
-        return json.dumps({"version": RECORD_VERSION, **asdict(self)}, sort_keys=True).encode()
+        return self.text().encode()
+
+    def text(self) -> str:
+        """The record as stored, for comparing what two hosts read."""
+        return json.dumps({"version": RECORD_VERSION, **asdict(self)}, sort_keys=True)
 
 
 def decode(data: bytes, pair: str, generation: int, where: str) -> Ownership:

@@ -195,6 +195,19 @@ def cut_link(key: str, up_: bool) -> None:
     _ip("-n", LAN_NS, "link", "set", _host(key).lan_port, "up" if up_ else "down")
 
 
+def slow_link(key: str, rate: str | None) -> None:
+    """Host `key`'s LAN cable carries at most `rate` each way (tc htb, e.g. "1mbit"), as a
+    congested or degraded link would; None: full speed again. The management network (SSH)
+    is another cable and stays as it is."""
+    for ns, dev in ((_host(key).netns, "uplink"), (LAN_NS, _host(key).lan_port)):
+        subprocess.run(["tc", "-n", ns, "qdisc", "del", "dev", dev, "root"], capture_output=True)
+        if rate:
+            run("tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb",
+                "default", "10", error=LabError)
+            run("tc", "-n", ns, "class", "add", "dev", dev, "parent", "1:", "classid", "1:10",
+                "htb", "rate", rate, error=LabError)
+
+
 FAULT_TABLE = "ftorch_fault"
 
 

@@ -155,14 +155,14 @@ def _reset_ownership(shared_dir: str, pair: str) -> dict[str, Any]:
     rec = lock.claim(1, "a", "ftorch up")
     if rec is None:
         raise Refused(f"could not claim generation 1 in {lock.where}: another `ftorch up`?")
-    return {"record": rec.encode().decode()}
+    return {"record": rec.text()}
 
 
 def _read_ownership(shared_dir: str, pair: str) -> dict[str, Any]:
     """The pair's newest ownership record as this host sees it."""
     from ftorch.arbiter.sharedlock import SharedLock
     rec = SharedLock(shared_dir, pair).current()
-    return {"record": rec.encode().decode() if rec else None}
+    return {"record": rec.text() if rec else None}
 
 
 def _free(path: str) -> dict[str, Any]:

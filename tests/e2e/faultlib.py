@@ -176,27 +176,111 @@ def crash(run: Run, name: str) -> Row:
     return row(run, name, victim, f"{survivor} live alone, gen {gen + 1}", at, results, records)
 
 
-def libvirtd_restart(run: Run) -> Row:
-    """libvirtd stops and starts again under both hosts while the client writes: the guests'
-    QEMUs run on, nobody takes it for a death, and the backup goes on following the log."""
+def ridden_out(run: Run, name: str, host: str, disturb: Callable[[], dict]) -> Row:
+    """disturb() while a client writes through the primary: the pair rides it out. No
+    failover, one generation on both sides, nothing lost, the backup caught up afterwards."""
     pair.wait_caught_up(run.cfg, timeout=300)
     live, backup = run.live, other(run.live)
     gen = run.generation()
-    clients = run.writing("libvirtd")
+    clients = run.writing(name)
     at = time.time()
-    lab.restart_libvirtd()
-    restart_s = time.time() - at
-    primary_icount = side(run.cfg_path, live).primary.icount
-    wait_until(lambda: side(run.cfg_path, backup).backup.icount > primary_icount, 120,
-               f"the backup on host {backup} to replay past the restart")
+    more = disturb()
     results = finish(clients)
+    pair.wait_caught_up(run.cfg, timeout=300)
     p, b = answered(run.cfg_path, live), answered(run.cfg_path, backup)
-    assert (p.role, b.role) == ("primary", "backup"), (p.failover, b.failover, b.backup)
-    assert p.failover.generation == b.failover.generation == gen
+    assert (p.role, b.role) == ("primary", "backup"), (name, p.failover, b.failover)
+    assert p.failover.generation == b.failover.generation == gen, (name, p.failover)
     assert not b.backup.replay_error, b.backup.replay_error
-    records = intact(results, "libvirtd restart", at)
-    return row(run, "libvirtd-restart", "both", "no failover", at, results, records,
-               restart_s=round(restart_s, 2))
+    records = intact(results, name, at)
+    return row(run, name, host, "no failover", at, results, records, **more)
+
+
+def serving(run: Run, frames: int) -> None:
+    """Hold a fault until the primary's gate has released `frames` more: the guest serves
+    through it (the fault's length is this, not a sleep)."""
+    released = side(run.cfg_path, run.live).primary.gate.released
+    wait_until(lambda: side(run.cfg_path, run.live).primary.gate.released > released + frames,
+               120, f"the guest to serve {frames} frames through the fault")
+
+
+def libvirtd_restart(run: Run) -> Row:
+    """libvirtd stops and starts again under both hosts: the guests' QEMUs run on, nobody
+    takes it for a death, and the backup goes on following the log."""
+    def restart() -> dict:
+        t0 = time.time()
+        lab.restart_libvirtd()
+        took = time.time() - t0
+        primary_icount = side(run.cfg_path, run.live).primary.icount
+        wait_until(lambda: side(run.cfg_path, other(run.live)).backup.icount > primary_icount,
+                   120, "the backup to replay past the restart")
+        return {"restart_s": round(took, 2)}
+    return ridden_out(run, "libvirtd-restart", "both", restart)
+
+
+def storage_hung(run: Run) -> Row:
+    """The storage server freezes (SIGSTOP) under a running pair: the arbiter is needed only
+    for a race, so the pair serves on; it thaws afterwards."""
+    def hang() -> dict:
+        lab.NFS.signal(signal.SIGSTOP)
+        try:
+            serving(run, 100)
+        finally:
+            lab.NFS.signal(signal.SIGCONT)
+        return {}
+    return ridden_out(run, "storage-hung", "nfs", hang)
+
+
+def storage_stopped(run: Run) -> Row:
+    """The storage server stops under a running pair and starts again: the pair serves on."""
+    def stop() -> dict:
+        lab.NFS.stop()
+        try:
+            serving(run, 100)
+        finally:
+            lab.NFS.start()
+        return {}
+    return ridden_out(run, "storage-stopped", "nfs", stop)
+
+
+FLAPS, FLAP_DOWN_S = 5, 0.5
+
+
+def link_flap(run: Run) -> Row:
+    """The primary's LAN cable drops out for 0.5 s five times (well under the channel
+    timeout): TCP carries the channel and the client across each gap; nobody fails over."""
+    def flap() -> dict:
+        for _ in range(FLAPS):
+            lab.cut_link(run.live, False)
+            try:
+                time.sleep(FLAP_DOWN_S)   # the gap's length is the fault itself
+            finally:
+                lab.cut_link(run.live, True)
+            serving(run, 10)
+        return {"flaps": FLAPS, "down_s": FLAP_DOWN_S}
+    return ridden_out(run, "link-flap", run.live, flap)
+
+
+SLOW_RATE = "1mbit"
+
+
+def slow_link(run: Run) -> Row:
+    """The primary's LAN cable carries 1 Mbit/s each way (tc htb) while the client writes: the
+    backup falls behind, nobody fails over, and it catches up once the link is fast again."""
+    def slow() -> dict:
+        lags: list[float] = []
+        lab.slow_link(run.live, SLOW_RATE)
+        try:
+            released = side(run.cfg_path, run.live).primary.gate.released
+
+            def served() -> bool:
+                p = side(run.cfg_path, run.live).primary
+                lags.append(p.lag_seconds or 0.0)
+                return p.gate.released > released + 200
+            wait_until(served, 180, "the guest to serve 200 frames through the slow link")
+        finally:
+            lab.slow_link(run.live, None)
+        return {"rate": SLOW_RATE, "max_lag_s": round(max(lags), 2)}
+    return ridden_out(run, "slow-link", run.live, slow)
 
 
 # --- a frozen host, a cut channel -------------------------------------------------------------
@@ -233,34 +317,72 @@ def freeze_primary(run: Run) -> Row:
                at, results, records, first_frame_s=round(first - at, 2))
 
 
-def cut_channel(run: Run) -> Row:
-    """The logging channel alone is cut (the backup's host drops its port), while both hosts
-    reach the storage and the client reaches both: each side takes the other for dead and races
-    for the arbiter; exactly one wins, the other never emits again, even once the channel is
-    back."""
+def race(run: Run, name: str, cut: Callable[[str, str], None], heal: Callable[[str, str], None],
+         backup_wins: bool = False) -> Row:
+    """cut(primary, backup) while a client writes, so that each side takes the other for dead
+    and races for the arbiter: exactly one wins, the other is fenced and never emits again,
+    also after heal(primary, backup). backup_wins: the primary cannot reach the storage, so it
+    must lose, fenced as unsure."""
     pair.wait_caught_up(run.cfg, timeout=300)
     gen = run.generation()
-    clients = run.writing("cut")
-    port = run.cfg.channel.port
+    live, backup = run.live, other(run.live)
+    clients = run.writing(name)
     with Emissions() as seen:
         at = time.time()
-        lab.drop(other(run.live), f"tcp dport {port}", f"tcp sport {port}")
+        cut(live, backup)
         try:   # the winner may dismiss the loser as soon as it can: the loser's log tells
             winner = wait_until(lambda: next((k for k in ("a", "b") if side(
                 run.cfg_path, k).role == "live-alone"), None), 120, "one side to win")
             wait_until(lambda: "-> fenced on" in said(run.cfg, other(winner), at), 120,
                        f"host {other(winner)} to find itself fenced")
         finally:
-            lab.undrop(other(run.live))
+            heal(live, backup)
+        if backup_wins:
+            assert winner == backup, "the side without the storage won the race"
+            assert "-> fenced on arbiter-unreachable" in said(run.cfg, live, at)
         gen_won = side(run.cfg_path, winner).failover.generation
         assert gen_won == gen + 1, gen_won
         results = finish(clients)
         late = second_copy(seen, winner, at)
     assert not late, f"the loser emitted {len(late)} frames after the winner's first"
-    records = intact(results, "channel cut", at)
+    records = intact(results, name, at)
     run.live = winner
-    return row(run, "channel-cut", "both", f"{winner} won gen {gen + 1}; {other(winner)} fenced",
-               at, results, records)
+    return row(run, name, live, f"{winner} won gen {gen + 1}; {other(winner)} fenced", at,
+               results, records)
+
+
+def _drop_channel(run: Run) -> Callable[[str, str], None]:
+    port = run.cfg.channel.port
+    return lambda _p, b: lab.drop(b, f"tcp dport {port}", f"tcp sport {port}")
+
+
+def cut_channel(run: Run) -> Row:
+    """The logging channel alone is cut (the backup's host drops its port), while both hosts
+    reach the storage and the client reaches both."""
+    return race(run, "channel-cut", _drop_channel(run), lambda _p, b: lab.undrop(b))
+
+
+def storage_lost_and_channel_cut(run: Run) -> Row:
+    """The primary's host loses the storage, then the channel is cut: only the backup can
+    claim."""
+    nfs = lab.NFS.address
+
+    def cut(p: str, b: str) -> None:
+        lab.drop(p, f"ip saddr {nfs}", f"ip daddr {nfs}")
+        _drop_channel(run)(p, b)
+
+    def heal(p: str, b: str) -> None:
+        lab.undrop(b)
+        lab.undrop(p)
+    return race(run, "storage-lost-and-channel-cut", cut, heal, backup_wins=True)
+
+
+def partition_primary(run: Run) -> Row:
+    """The primary's host loses its LAN cable: the backup, the client and the storage are all
+    on the other side. The backup wins; the primary, unable to reach the arbiter, is fenced,
+    and what it tries to send (its own tap shows it) never follows the backup's first frame."""
+    return race(run, "partition-primary", lambda p, _b: lab.cut_link(p, False),
+                lambda p, _b: lab.cut_link(p, True), backup_wins=True)
 
 
 # --- SIGKILL of the primary's host at chosen points -------------------------------------------
@@ -328,10 +450,15 @@ def kill_during_switch(run: Run, when: str) -> Row:
     if when == "handover":
         ftorch("debug", "hold-acks", cfg, "true")
     cli = ftorch_background("failover", cfg, "--json")
+    started = time.time()
     try:
-        wait_until(lambda: (s := side(run.cfg_path, live)).role == "handed-over"
-                   and (when == "handover" or s.primary.channel.finished), 120,
-                   f"host {live} to hand over", every=0.02)
+        if when == "handover":   # paused, and waiting for the acks held back
+            wait_until(lambda: side(run.cfg_path, live).role == "handed-over", 120,
+                       f"host {live} to begin its handover", every=0.02)
+        else:   # its log says so the moment the backup has acked all of it (a status call
+            # over SSH takes longer than the backup's take-over)
+            wait_until(lambda: "handed over at offset" in said(run.cfg, live, started), 120,
+                       f"host {live} to finish its handover", every=0.005)
         at = time.time()
         lab.kill_host(paths(run.cfg, live).pid, domain_names(run.cfg, live))
     finally:
@@ -361,14 +488,18 @@ def kill_during_golive(run: Run) -> Row:
     gen = run.generation()
     clients = run.writing("golive")
     host = (paths(run.cfg, frozen).pid, domain_names(run.cfg, frozen))
+    frozen_at = time.time()
     lab.kill_host(*host, signal.SIGSTOP)
-    try:
-        when = wait_until(lambda: (r := side(run.cfg_path, peer).role) in
-                          ("claiming", "going-live", "live-alone") and r, 60,
-                          f"host {peer} to start its go-live", every=0.02)
+    try:   # its log says so the moment it starts: a status call over SSH takes longer than
+        # the go-live
+        wait_until(lambda: "-> claiming on channel-silent" in said(run.cfg, peer, frozen_at),
+                   60, f"host {peer} to start its go-live", every=0.005)
     finally:
         at = time.time()
         lab.kill_host(*host)   # SIGKILL ends a stopped process as well
+    went_live = [line for line in said(run.cfg, peer, frozen_at).splitlines()
+                 if "-> live-alone on live" in line]
+    when = "live" if went_live and logged_at(went_live[0]) <= at else "going live"
     s = decided(run, peer)
     assert s.role == "live-alone" and s.failover.generation == gen + 1, s.failover
     answering(run, peer)
@@ -414,6 +545,12 @@ FAULTS: dict[str, Callable[[Run], Row]] = {
     **{name: (lambda r, n=name: crash(r, n)) for name in CRASHES},
     "freeze-primary": freeze_primary,
     "channel-cut": cut_channel,
+    "storage-lost-and-channel-cut": storage_lost_and_channel_cut,
+    "partition-primary": partition_primary,
+    "storage-hung": storage_hung,
+    "storage-stopped": storage_stopped,
+    "link-flap": link_flap,
+    "slow-link": slow_link,
     **{f"kill-{p}": (lambda r, p=p: kill_primary_at(r, p)) for p in KILL_POINTS},
     "kill-switch-handover": lambda r: kill_during_switch(r, "handover"),
     "kill-switch-take-over": lambda r: kill_during_switch(r, "take-over"),

@@ -12,9 +12,12 @@ from .lab_helpers import running_pair, write_config
 
 pytestmark = pytest.mark.e2e
 
-# A host or one of its parts dies, freezes or is cut off; libvirtd restarts.
-PARTS = ["libvirtd-restart", "backup-qemu", "backup-agent", "backup-host", "primary-qemu",
-         "primary-agent", "freeze-primary", "channel-cut", "kill-clone-peer"]
+# A host or one of its parts dies, freezes or is cut off; libvirtd restarts; the LAN and the
+# storage misbehave.
+PARTS = ["libvirtd-restart", "storage-hung", "storage-stopped", "link-flap", "slow-link",
+         "backup-qemu", "backup-agent", "backup-host", "primary-qemu", "primary-agent",
+         "freeze-primary", "channel-cut", "storage-lost-and-channel-cut", "partition-primary",
+         "kill-clone-peer"]
 # SIGKILL of the primary's host at ten points.
 KILLS = ["kill-first-write", "kill-steady", "kill-random", "kill-heavy-writes",
          "kill-heavy-writes-late", "kill-just-protected", "kill-switch-handover",
