@@ -64,7 +64,7 @@ def markdown(res: dict) -> str:
         f"Heartbeat {res['heartbeat_s'] * 1e3:.0f} ms, timeout {res['timeout_s'] * 1e3:.0f} ms; a "
         f"client writing over one connection ({res['records']} records, mismatches "
         f"{res['mismatches']}; errors: {'; '.join(res['client_errors']) or 'none'}), inbound "
-        "kick on. (`ERR full`: the guest's key-value store holds 32768 records; the client "
+        "kick on. (`ERR full`: the guest's key-value store holds 131072 records; the client "
         "stops there.)", "",
         "| side | hears | longest silence | silences past half the timeout |",
         "|---|---|---|---|",

@@ -44,27 +44,26 @@ def draw(seed: int, count: int) -> list[str]:
     return (first + [rng.choice(names) for _ in range(max(0, count - len(names)))])[:count]
 
 
-def campaign(seed: int, count: int, tmp: Path) -> dict:
+def campaign(seed: int, count: int, tmp: Path, only: list[str] | None = None) -> dict:
     random.seed(seed)   # the random kill point draws from the module's generator
-    names = draw(seed, count)
+    names = only or draw(seed, count)
     cfg_path = write_config(tmp, "fc", failover={"enabled": True, "reprotect": True,
                                                  "reprotect_interval_s": 2})
     t0 = time.time()
     failed = None
     with running_pair(cfg_path) as cfg, Progress() as bar:
         run = Run(cfg_path, cfg, tmp)
-        task = bar.add_task("faults", total=len(names))
-        for name in names:
+        task = bar.add_task("faults", total=len(names) + 1)
+        steps = [(name, lambda n=name: inject(run, n)) for name in names]
+        for name, step in [*steps, ("clean-stop", lambda: identical_after_a_clean_stop(run))]:
             bar.update(task, description=name)
             try:
-                inject(run, name)
+                step()
             except Exception as e:  # noqa: BLE001 - recorded, then the campaign stops
                 failed = {"fault": name, "error": f"{type(e).__name__}: {e}",
                           "trace": traceback.format_exc()[-2000:]}
                 break
             bar.advance(task)
-        if failed is None:
-            identical_after_a_clean_stop(run)
     return {"seed": seed, "count": count, "faults": names, "rows": run.rows, "failed": failed,
             "minutes": round((time.time() - t0) / 60, 1),
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
@@ -96,9 +95,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=15, help="draws the faults and their order")
     ap.add_argument("--count", type=int, default=30, help="faults in the campaign")
+    ap.add_argument("--faults", help="these faults in this order instead (comma-separated; "
+                                     "nothing written to bench/results)")
     args = ap.parse_args()
+    only = args.faults.split(",") if args.faults else None
+    unknown = [f for f in only or [] if f not in FAULTS]
+    if unknown:
+        ap.error(f"unknown faults {', '.join(unknown)}; known: {', '.join(sorted(FAULTS))}")
     with tempfile.TemporaryDirectory(prefix="ftorch-faults-") as tmp:
-        res = campaign(args.seed, args.count, Path(tmp))
+        res = campaign(args.seed, args.count, Path(tmp), only)
+    if only:
+        print(markdown(res))
+        return 1 if res["failed"] else 0
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "faults.json").write_text(json.dumps(res, indent=1) + "\n")
     (OUT / "faults.md").write_text(markdown(res))

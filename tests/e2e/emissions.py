@@ -28,6 +28,7 @@ class Emissions:
 
     def __init__(self) -> None:
         self.times: dict[str, list[float]] = {h.key: [] for h in lab.HOSTS}   # when a count rose
+        self.rises: dict[str, list[int]] = {h.key: [] for h in lab.HOSTS}     # ... by how much
         self.rounds = 0
         self._anchors: dict[str, subprocess.Popen] = {}
         self._stop = threading.Event()
@@ -66,6 +67,7 @@ class Emissions:
             for key in self._anchors:
                 n = tap_frames(self._read(key))
                 if n > last[key]:
+                    self.rises[key].append(n - last[key])
                     self.times[key].append(time.time())
                 last[key] = n
             self.rounds += 1
@@ -81,6 +83,10 @@ class Emissions:
         t = self.times[key]
         i = bisect_right(t, after)
         return t[i] if i < len(t) else None
+
+    def count(self, key: str, after: float = 0.0) -> int:
+        """Frames host `key` emitted after `after` (wall clock)."""
+        return sum(self.rises[key][bisect_right(self.times[key], after):])
 
     def since(self, key: str, after: float) -> list[float]:
         t = self.times[key]

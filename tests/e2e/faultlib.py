@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import random
 import signal
+import struct
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,21 +42,28 @@ class Run:
     live: str = "a"
     n: int = 0                      # faults so far (names each client's keys)
     rows: list[Row] = field(default_factory=list)
+    acked: list[tuple[str, str, int]] = field(default_factory=list)   # by every client
+
+    def finish(self, clients: list[Client]) -> list[dict]:
+        """Stop the clients (each reads its records back) and keep what was acknowledged."""
+        results = [c.finish(timeout=400) for c in clients]
+        self.acked += [(k, v, int(seq)) for r in results for k, v, seq in r["acked"]]
+        return results
 
     def generation(self) -> int:
         return side(self.cfg_path, self.live).failover.generation
 
     def writing(self, name: str, after: int = 40, loaders: int = 0) -> list[Client]:
-        """A client (and `loaders` more) writing through the live host, once the gate has
-        released `after` of its frames since."""
-        released = side(self.cfg_path, self.live).primary.gate.released
+        """A client (and `loaders` more) writing through the live host, once its tap has
+        taken `after` of the guest's frames since. (A tap's count, not the agent's: a
+        re-protection under way restarts that with the recorder.)"""
         prefix = f"f{self.n}"
-        clients = [Client(self.tmp / f"{prefix}-{name}.json", duration=300, prefix=prefix)]
-        clients += [Client(self.tmp / f"{prefix}-{name}-load{i}.json", duration=300,
-                           prefix=f"{prefix}l{i}") for i in range(loaders)]
-        wait_until(lambda: side(self.cfg_path, self.live).primary.gate.released
-                   > released + after, 90, f"the client to be writing through host {self.live}",
-                   every=0.05)
+        with Emissions() as seen:
+            clients = [Client(self.tmp / f"{prefix}-{name}.json", duration=300, prefix=prefix)]
+            clients += [Client(self.tmp / f"{prefix}-{name}-load{i}.json", duration=300,
+                               prefix=f"{prefix}l{i}") for i in range(loaders)]
+            wait_until(lambda: seen.count(self.live) > after, 90,
+                       f"the client to be writing through host {self.live}", every=0.01)
         return clients
 
     def protected(self, timeout: float = 300) -> None:
@@ -80,10 +89,6 @@ def intact(results: list[dict], what: str, since: float) -> int:
     return sum(len(r["acked"]) for r in results)
 
 
-def finish(clients: list[Client]) -> list[dict]:
-    return [c.finish(timeout=400) for c in clients]
-
-
 def second_copy(seen: Emissions, winner: str, after: float) -> list[float]:
     """What the loser emitted after the winner's first frame since `after`: a second live copy."""
     first = wait_until(lambda: seen.first(winner, after), 60, f"host {winner} to emit")
@@ -98,10 +103,10 @@ def decided(run: Run, key: str, timeout: float = 180) -> SideStatus:
 
 
 def answering(run: Run, key: str) -> None:
-    """The guest answers through host `key`: its frames out grow."""
-    out = side(run.cfg_path, key).primary.net.frames_out
-    wait_until(lambda: side(run.cfg_path, key).primary.net.frames_out > out + 20, 120,
-               f"the guest to answer from host {key}")
+    """The guest answers through host `key`: its tap takes 20 more frames. (Not the agent's
+    frame counter: a re-protection, which may come first, restarts it with the recorder.)"""
+    with Emissions() as seen:
+        wait_until(lambda: seen.count(key) >= 20, 120, f"the guest to answer from host {key}")
 
 
 def said(cfg: PairConfig, key: str, since: float) -> str:
@@ -168,7 +173,7 @@ def crash(run: Run, name: str) -> Row:
             wait_until(lambda: f"stepping down as {how.on}" in said(run.cfg, victim, at), 60,
                        f"host {victim}'s agent to step down")
         answering(run, survivor)
-        results = finish(clients)
+        results = run.finish(clients)
         late = second_copy(seen, survivor, at)
     assert not late, f"{name}: host {victim} emitted {len(late)} frames after {survivor}'s first"
     records = intact(results, name, s.failover.live_at)
@@ -185,7 +190,7 @@ def ridden_out(run: Run, name: str, host: str, disturb: Callable[[], dict]) -> R
     clients = run.writing(name)
     at = time.time()
     more = disturb()
-    results = finish(clients)
+    results = run.finish(clients)
     pair.wait_caught_up(run.cfg, timeout=300)
     p, b = answered(run.cfg_path, live), answered(run.cfg_path, backup)
     assert (p.role, b.role) == ("primary", "backup"), (name, p.failover, b.failover)
@@ -195,12 +200,13 @@ def ridden_out(run: Run, name: str, host: str, disturb: Callable[[], dict]) -> R
     return row(run, name, host, "no failover", at, results, records, **more)
 
 
-def serving(run: Run, frames: int) -> None:
-    """Hold a fault until the primary's gate has released `frames` more: the guest serves
-    through it (the fault's length is this, not a sleep)."""
-    released = side(run.cfg_path, run.live).primary.gate.released
-    wait_until(lambda: side(run.cfg_path, run.live).primary.gate.released > released + frames,
-               120, f"the guest to serve {frames} frames through the fault")
+def serving(run: Run, frames: int, also: Callable[[], None] = lambda: None) -> None:
+    """Hold a fault until the live host's tap has taken `frames` more of the guest's frames:
+    the guest serves through it (the fault's length is this, not a sleep). also(): called
+    at each look."""
+    with Emissions() as seen:
+        wait_until(lambda: also() or seen.count(run.live) > frames, 180,
+                   f"the guest to serve {frames} frames through the fault")
 
 
 def libvirtd_restart(run: Run) -> Row:
@@ -260,23 +266,18 @@ def link_flap(run: Run) -> Row:
     return ridden_out(run, "link-flap", run.live, flap)
 
 
-SLOW_RATE = "1mbit"
+SLOW_RATE = "512kbit"   # the loaded channel needs ~0.6 Mbit/s (bench/results/latest.md)
 
 
 def slow_link(run: Run) -> Row:
-    """The primary's LAN cable carries 1 Mbit/s each way (tc htb) while the client writes: the
+    """The primary's LAN cable carries SLOW_RATE each way (tc htb) while the client writes: the
     backup falls behind, nobody fails over, and it catches up once the link is fast again."""
     def slow() -> dict:
         lags: list[float] = []
         lab.slow_link(run.live, SLOW_RATE)
         try:
-            released = side(run.cfg_path, run.live).primary.gate.released
-
-            def served() -> bool:
-                p = side(run.cfg_path, run.live).primary
-                lags.append(p.lag_seconds or 0.0)
-                return p.gate.released > released + 200
-            wait_until(served, 180, "the guest to serve 200 frames through the slow link")
+            serving(run, 200, lambda: lags.append(
+                side(run.cfg_path, run.live).primary.lag_seconds or 0.0))
         finally:
             lab.slow_link(run.live, None)
         return {"rate": SLOW_RATE, "max_lag_s": round(max(lags), 2)}
@@ -308,7 +309,7 @@ def freeze_primary(run: Run) -> Row:
         # it may be dismissed at once by the re-protection: its log says it was fenced
         wait_until(lambda: "-> fenced on claim-lost" in said(run.cfg, frozen, at), 120,
                    f"host {frozen} to find itself fenced")
-        results = finish(clients)
+        results = run.finish(clients)
         late = second_copy(seen, peer, at)
     assert not late, f"host {frozen} emitted {len(late)} frames after host {peer}'s first"
     records = intact(results, "frozen primary", first)
@@ -318,11 +319,11 @@ def freeze_primary(run: Run) -> Row:
 
 
 def race(run: Run, name: str, cut: Callable[[str, str], None], heal: Callable[[str, str], None],
-         backup_wins: bool = False) -> Row:
+         cut_off: str | None = None) -> Row:
     """cut(primary, backup) while a client writes, so that each side takes the other for dead
     and races for the arbiter: exactly one wins, the other is fenced and never emits again,
-    also after heal(primary, backup). backup_wins: the primary cannot reach the storage, so it
-    must lose, fenced as unsure."""
+    also after heal(primary, backup). cut_off ("primary" or "backup"): that side cannot reach
+    the storage, so it must lose, fenced as unsure."""
     pair.wait_caught_up(run.cfg, timeout=300)
     gen = run.generation()
     live, backup = run.live, other(run.live)
@@ -337,17 +338,19 @@ def race(run: Run, name: str, cut: Callable[[str, str], None], heal: Callable[[s
                        f"host {other(winner)} to find itself fenced")
         finally:
             heal(live, backup)
-        if backup_wins:
-            assert winner == backup, "the side without the storage won the race"
-            assert "-> fenced on arbiter-unreachable" in said(run.cfg, live, at)
+        if cut_off is not None:
+            loser = live if cut_off == "primary" else backup
+            assert winner == other(loser), "the side without the storage won the race"
+            assert "-> fenced on arbiter-unreachable" in said(run.cfg, loser, at)
         gen_won = side(run.cfg_path, winner).failover.generation
         assert gen_won == gen + 1, gen_won
-        results = finish(clients)
+        results = run.finish(clients)
         late = second_copy(seen, winner, at)
     assert not late, f"the loser emitted {len(late)} frames after the winner's first"
     records = intact(results, name, at)
     run.live = winner
-    return row(run, name, live, f"{winner} won gen {gen + 1}; {other(winner)} fenced", at,
+    host = {"primary": live, "backup": backup}.get(cut_off or "", "both")
+    return row(run, name, host, f"{winner} won gen {gen + 1}; {other(winner)} fenced", at,
                results, records)
 
 
@@ -374,7 +377,7 @@ def storage_lost_and_channel_cut(run: Run) -> Row:
     def heal(p: str, b: str) -> None:
         lab.undrop(b)
         lab.undrop(p)
-    return race(run, "storage-lost-and-channel-cut", cut, heal, backup_wins=True)
+    return race(run, "storage-lost-and-channel-cut", cut, heal, cut_off="primary")
 
 
 def partition_primary(run: Run) -> Row:
@@ -382,12 +385,19 @@ def partition_primary(run: Run) -> Row:
     on the other side. The backup wins; the primary, unable to reach the arbiter, is fenced,
     and what it tries to send (its own tap shows it) never follows the backup's first frame."""
     return race(run, "partition-primary", lambda p, _b: lab.cut_link(p, False),
-                lambda p, _b: lab.cut_link(p, True), backup_wins=True)
+                lambda p, _b: lab.cut_link(p, True), cut_off="primary")
+
+
+def partition_backup(run: Run) -> Row:
+    """The backup's host loses its LAN cable: the primary, with the client and the storage,
+    goes on alone; the backup, unable to reach the arbiter, is fenced and never goes live."""
+    return race(run, "partition-backup", lambda _p, b: lab.cut_link(b, False),
+                lambda _p, b: lab.cut_link(b, True), cut_off="backup")
 
 
 # --- SIGKILL of the primary's host at chosen points -------------------------------------------
 
-# `after`: frames the gate released since the point's client started (None: a random count,
+# `after`: frames the live host's tap took since the point's client started (None: a random count,
 # printed); `loaders`: other clients writing at full speed; `settled`: the backup caught up and
 # its standby recorder ready first (False: the kill comes the moment the pair is protected
 # again, the backup fresh from its clone).
@@ -429,7 +439,7 @@ def kill_primary_at(run: Run, point: str) -> Row:
         assert 0 < s.failover.golive_state_bytes < LEAN_STATE, (point, s.failover)
     assert SNAPSHOT not in snapshots_on(paths(run.cfg, peer).disk), point
     answering(run, peer)
-    results = finish(clients)
+    results = run.finish(clients)
     records = intact(results, point, s.failover.live_at)
     run.live = peer
     return row(run, f"kill-{point}", live, f"{peer} live, gen {gen + 1}", at, results, records,
@@ -472,7 +482,7 @@ def kill_during_switch(run: Run, when: str) -> Row:
     else:
         assert when == "take-over", err
     answering(run, peer)
-    results = finish(clients)
+    results = run.finish(clients)
     records = intact(results, f"switch-{when}", s.failover.live_at)
     run.live = peer
     return row(run, f"kill-switch-{when}", live, f"{peer} live, gen {gen + 1}", at, results,
@@ -503,7 +513,7 @@ def kill_during_golive(run: Run) -> Row:
     s = decided(run, peer)
     assert s.role == "live-alone" and s.failover.generation == gen + 1, s.failover
     answering(run, peer)
-    results = finish(clients)
+    results = run.finish(clients)
     records = intact(results, "go-live", s.failover.live_at)
     run.live = peer
     return row(run, "kill-during-golive", frozen, f"{peer} live, gen {gen + 1}", at, results,
@@ -533,7 +543,7 @@ def kill_clone_peer(run: Run) -> Row:
     s = answered(run.cfg_path, live)
     assert s.role in ("live-alone", "primary"), s
     run.protected()
-    results = finish(clients)
+    results = run.finish(clients)
     records = intact(results, "clone-peer", at)
     return row(run, "kill-clone-peer", peer, f"{live} stayed live, protected again", at,
                results, records + first["records"], qemus_killed=len(running))
@@ -547,6 +557,7 @@ FAULTS: dict[str, Callable[[Run], Row]] = {
     "channel-cut": cut_channel,
     "storage-lost-and-channel-cut": storage_lost_and_channel_cut,
     "partition-primary": partition_primary,
+    "partition-backup": partition_backup,
     "storage-hung": storage_hung,
     "storage-stopped": storage_stopped,
     "link-flap": link_flap,
@@ -570,9 +581,32 @@ def inject(run: Run, name: str) -> Row:
     return r
 
 
+REC = struct.Struct("<IIHH")   # kvsvc.c's record head: magic, seq, key and value lengths
+REC_SIZE, MAGIC = 512, 0x46544B56
+
+
+def records_on(disk: Path, count: int) -> list[tuple[str, str, int]]:
+    """The guest service's first `count` records, read from its data disk's image."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "data.raw"
+        subprocess.run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", f"bs={REC_SIZE}",
+                        f"count={count}", f"if={disk}", f"of={raw}"], check=True,
+                       capture_output=True)
+        data = raw.read_bytes()
+    out = []
+    for i in range(count):
+        magic, seq, klen, vlen = REC.unpack_from(data, i * REC_SIZE)
+        kv = data[i * REC_SIZE + REC.size:(i + 1) * REC_SIZE]
+        if magic != MAGIC:
+            break
+        out.append((kv[:klen].decode(), kv[klen:klen + vlen].decode(), seq))
+    return out
+
+
 def identical_after_a_clean_stop(run: Run) -> None:
-    """The pair stops cleanly: the backup replays to the primary's last instruction, and the
-    two disks hold the same data."""
+    """The pair stops cleanly: the backup replays to the primary's last instruction, the two
+    disks hold the same data, and every record any client was acknowledged in the whole run
+    is on it, by key, value and sequence number."""
     summary = json.loads(ftorch("down", str(run.cfg_path), "--json", "--timeout", "300").stdout)
     assert summary["backup"]["finished"], summary
     assert summary["backup"]["icount"] == summary["primary"]["icount"], summary
@@ -580,6 +614,10 @@ def identical_after_a_clean_stop(run: Run) -> None:
                           str(paths(run.cfg, other(run.live)).disk)],
                          capture_output=True, text=True)
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    top = max((seq for _, _, seq in run.acked), default=0)
+    on_disk = records_on(paths(run.cfg, run.live).disk, top)
+    missing = [r for r in run.acked if r[2] > len(on_disk) or on_disk[r[2] - 1] != r]
+    assert not missing, f"{len(missing)} acknowledged records not on the disk: {missing[:3]}"
 
 
 def table(rows: list[Row]) -> str:

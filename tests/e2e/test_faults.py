@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 PARTS = ["libvirtd-restart", "storage-hung", "storage-stopped", "link-flap", "slow-link",
          "backup-qemu", "backup-agent", "backup-host", "primary-qemu", "primary-agent",
          "freeze-primary", "channel-cut", "storage-lost-and-channel-cut", "partition-primary",
-         "kill-clone-peer"]
+         "partition-backup", "kill-clone-peer"]
 # SIGKILL of the primary's host at ten points.
 KILLS = ["kill-first-write", "kill-steady", "kill-random", "kill-heavy-writes",
          "kill-heavy-writes-late", "kill-just-protected", "kill-switch-handover",
