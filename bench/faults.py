@@ -84,9 +84,11 @@ def markdown(res: dict) -> str:
              f"Records acknowledged and read back: {sum(r['records'] for r in rows)}; "
              f"faults of each kind: {', '.join(f'{k} {v}' for k, v in sorted(done.items()))}.",
              "",
-             "| # | fault | host | outcome | first reply (s) | records |",
+             "Stall: the client's longest wait for an acknowledgement across the fault.",
+             "",
+             "| # | fault | host | outcome | stall (s) | records |",
              "|---|---|---|---|---|---|"]
-    lines += [f"| {i} | {r['fault']} | {r['host']} | {r['outcome']} | {r['first_reply_s']:.2f} "
+    lines += [f"| {i} | {r['fault']} | {r['host']} | {r['outcome']} | {r['stall_s']:.2f} "
               f"| {r['records']} |" for i, r in enumerate(rows, 1)]
     return "\n".join(lines) + "\n"
 

@@ -6,6 +6,7 @@ each one back by key and value), and never two live copies, judged from each hos
 campaign (bench/faults.py) in a seeded random one; both re-protect the pair after each."""
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import signal
@@ -130,7 +131,16 @@ def row(run: Run, fault: str, host: str, outcome: str, at: float, results: list[
         records: int, **more: Any) -> Row:
     first = min((t for t in results[0]["ack_times"] if t > at), default=at)
     return {"fault": fault, "host": host, "outcome": outcome,
-            "first_reply_s": round(first - at, 2), "records": records, **more}
+            "first_reply_s": round(first - at, 2), "stall_s": round(stall(results[0], at), 2),
+            "records": records, **more}
+
+
+def stall(result: dict, at: float) -> float:
+    """The client's longest wait for an acknowledgement across the fault: the largest gap
+    between two acks of which the later came after `at` (a reply already on its way when the
+    fault came makes the first reply prompt, and says nothing of the outage after it)."""
+    t = result["ack_times"]
+    return max((b - a for a, b in itertools.pairwise(t) if b > at), default=0.0)
 
 
 # --- crashes of a host or of one of its parts ---------------------------------------------
@@ -621,5 +631,5 @@ def identical_after_a_clean_stop(run: Run) -> None:
 
 
 def table(rows: list[Row]) -> str:
-    return "\n".join(f"{r['fault']:>22} on {r['host']:<4} {r['outcome']:<34} first reply "
-                     f"{r['first_reply_s']:5.2f} s, {r['records']} records" for r in rows)
+    return "\n".join(f"{r['fault']:>28} on {r['host']:<4} {r['outcome']:<30} stall "
+                     f"{r['stall_s']:5.2f} s, {r['records']} records" for r in rows)
