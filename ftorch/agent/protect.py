@@ -45,6 +45,7 @@ PASS_TIMEOUT_S = 180.0
 # instructions a second, so a margin of 50M kept a pair unprotected for a minute after a failover.
 PASS_MARGIN = 5_000_000
 STALL_S = 20.0               # no progress this long while the log grows: the clone is stuck
+PEER_GONE_S = 10.0           # the clone's backup unanswered this long: its host or agent died
 
 
 class ProtectError(FtorchError):
@@ -221,8 +222,15 @@ def _wait_passed(hosts: Hosts, peer: str, icount: int) -> None:
     deadline = time.monotonic() + PASS_TIMEOUT_S
     goal = icount + PASS_MARGIN
     last, since = -1, time.monotonic()
+    heard = time.monotonic()
     while True:
-        st = hosts.status(peer).backup or BackupStatus()
+        side = hosts.status(peer)
+        if side.reachable:
+            heard = time.monotonic()
+        elif time.monotonic() - heard > PEER_GONE_S:   # one unanswered call is no death
+            raise ProtectError(f"the backup on host {peer} stopped answering "
+                               f"{PEER_GONE_S:.0f} s ago: {side.error}")
+        st = side.backup or BackupStatus()
         error = st.start_error or st.replay_error
         if error:
             raise ProtectError(f"the backup on host {peer} failed: {error}")
