@@ -25,3 +25,12 @@ def test_one_unanswered_call_is_not_a_death(monkeypatch):
                     SideStatus(host="b", role="backup", backup=passed)])
     hosts = SimpleNamespace(status=lambda peer: next(answers))
     _wait_passed(hosts, "b", icount=1000)   # returns: passed and level
+
+
+def test_a_clone_whose_backup_falls_silent_on_the_channel_fails_at_once(monkeypatch):
+    """The guest's output waits for the new backup's acks: a dead one must not hold it for
+    the SSH check's 10 s either."""
+    hosts = SimpleNamespace(status=lambda peer: SideStatus(host="b", role="backup",
+                                                           backup=BackupStatus()))
+    with pytest.raises(ProtectError, match="fell silent on the logging channel"):
+        _wait_passed(hosts, "b", icount=1000, silent=lambda: True)

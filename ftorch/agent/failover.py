@@ -57,8 +57,7 @@ class FailoverWatch(Worker):
 
     def _silent(self) -> bool:
         if isinstance(self.subject, Primary):
-            s = self.subject.sender.stats
-            return s.connects > 0 and not s.finished and s.live.silent()
+            return self.subject.backup_silent()
         r = self.subject.receiver.stats
         return r.connects > 0 and not r.ended and r.live.silent()
 

@@ -212,6 +212,11 @@ class Primary:
             self.guest.thaw()
             self.guest.qmp("stop")
 
+    def backup_silent(self) -> bool:
+        """The backup has been silent on the logging channel past its timeout."""
+        s = self.sender.stats
+        return self.mode == "protected" and s.connects > 0 and not s.finished and s.live.silent()
+
     def guest_exited(self) -> bool:
         """Its QEMU died: not stopped by an operator, nor replaced by a clone's recorder."""
         return (self.guest is not None and not self.stopping and self.withdrawn is None

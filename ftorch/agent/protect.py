@@ -177,7 +177,7 @@ def protect(cfg: PairConfig, me: str, primary: Primary, generation: int | None,
         hosts(peer).request("own", paths=owned)
         copy_s = time.monotonic() - t0
         hosts.agent(peer, "disk-ready", timeout=30)
-        _wait_passed(hosts, peer, info.icount)
+        _wait_passed(hosts, peer, info.icount, current[0].backup_silent)
         hosts.agent(peer, "arm", timeout=10)
     except (FtorchError, OSError) as e:
         _roll_back(hosts, peer, current[0])
@@ -215,15 +215,20 @@ def spoil(image: str, ram: str | None, tag: str, fault: str) -> None:
         raise ProtectError(f"unknown clone fault {fault!r}; known: {', '.join(FAULTS)}")
 
 
-def _wait_passed(hosts: Hosts, peer: str, icount: int) -> None:
+def _wait_passed(hosts: Hosts, peer: str, icount: int,
+                 silent: Callable[[], bool] = lambda: False) -> None:
     """Wait until the clone's backup has replayed past the snapshot by a margin and is level
     with what it has received; fail fast if it sits at one count while its log grows (a clone
-    that does not replay)."""
+    that does not replay), or if it is gone: silent on the logging channel past its timeout
+    (the guest's output waits for its acks meanwhile), or not answering over SSH."""
     deadline = time.monotonic() + PASS_TIMEOUT_S
     goal = icount + PASS_MARGIN
     last, since = -1, time.monotonic()
     heard = time.monotonic()
     while True:
+        if silent():
+            raise ProtectError(f"the backup on host {peer} fell silent on the logging channel "
+                               "(its host or agent died in mid-clone)")
         side = hosts.status(peer)
         if side.reachable:
             heard = time.monotonic()
