@@ -21,6 +21,7 @@ from ftorch.stats import summary, wall_clock
 from ftorch.status import ChannelStatus, GateStatus, NetStatus, PrimaryStatus, Summary
 
 log = logging.getLogger("ftorch.primary")
+EXIT_READ_S = 1.0   # for the log tail to read a dead QEMU's last bytes (is there an END?)
 
 
 class Primary:
@@ -218,9 +219,23 @@ class Primary:
         return self.mode == "protected" and s.connects > 0 and not s.finished and s.live.silent()
 
     def guest_exited(self) -> bool:
-        """Its QEMU died: not stopped by an operator, nor replaced by a clone's recorder."""
-        return (self.guest is not None and not self.stopping and self.withdrawn is None
-                and self.guest.exited())
+        """Its QEMU died: not stopped by an operator, nor closed by the guest powering off
+        (QEMU then ends its log with END, which the backup gets: nobody races)."""
+        if self.guest is None or self.stopping or self.withdrawn is not None \
+                or not self.guest.exited():
+            return False
+        # the tail reads what QEMU wrote last within a few ms of its exit
+        deadline = time.monotonic() + EXIT_READ_S
+        while not self.tail.ended and not self._log_read() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return not self.tail.ended
+
+    def _log_read(self) -> bool:
+        """Has the tail read all of the log file there is?"""
+        try:
+            return self.tail.read_to >= self._log_size()
+        except OSError:
+            return True
 
     def domain_now(self) -> str:
         return self.guest.name if self.guest is not None else self.domain

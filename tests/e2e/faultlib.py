@@ -615,8 +615,9 @@ def records_on(disk: Path, count: int) -> list[tuple[str, str, int]]:
 
 def identical_after_a_clean_stop(run: Run) -> None:
     """The pair stops cleanly: the backup replays to the primary's last instruction, the two
-    disks hold the same data, and every record any client was acknowledged in the whole run
-    is on it, by key, value and sequence number."""
+    disks hold the same data, the backup's serial output is what the primary's printed since
+    the backup's clone, and every record any client was acknowledged in the whole run is on
+    the disk, by key, value and sequence number."""
     summary = json.loads(ftorch("down", str(run.cfg_path), "--json", "--timeout", "300").stdout)
     assert summary["backup"]["finished"], summary
     assert summary["backup"]["icount"] == summary["primary"]["icount"], summary
@@ -624,6 +625,13 @@ def identical_after_a_clean_stop(run: Run) -> None:
                           str(paths(run.cfg, other(run.live)).disk)],
                          capture_output=True, text=True)
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    primary, backup = paths(run.cfg, run.live), paths(run.cfg, other(run.live))
+    # the primary's recorder moved into one of its two slots at the clone, each with its own
+    # serial file (layout.py); the backup replayed from that clone into its first slot's
+    printed = max((f for f in (primary.serial, primary.standby_serial) if f.exists()),
+                  key=lambda f: f.stat().st_mtime).read_bytes()
+    replayed = backup.serial.read_bytes()
+    assert b"tick" in replayed and printed.endswith(replayed), (len(printed), len(replayed))
     top = max((seq for _, _, seq in run.acked), default=0)
     on_disk = records_on(paths(run.cfg, run.live).disk, top)
     missing = [r for r in run.acked if r[2] > len(on_disk) or on_disk[r[2] - 1] != r]
