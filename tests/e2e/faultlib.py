@@ -131,14 +131,16 @@ def row(run: Run, fault: str, host: str, outcome: str, at: float, results: list[
         records: int, **more: Any) -> Row:
     first = min((t for t in results[0]["ack_times"] if t > at), default=at)
     return {"fault": fault, "host": host, "outcome": outcome,
-            "first_reply_s": round(first - at, 2), "stall_s": round(stall(results[0], at), 2),
+            "first_reply_s": round(first - at, 2),
+            "stall_s": round(max(first - at, stall(results[0], at)), 2),
             "records": records, **more}
 
 
 def stall(result: dict, at: float) -> float:
-    """The client's longest wait for an acknowledgement across the fault: the largest gap
-    between two acks of which the later came after `at` (a reply already on its way when the
-    fault came makes the first reply prompt, and says nothing of the outage after it)."""
+    """The largest gap between two of the client's acks of which the later came after `at`
+    (a reply already on its way when the fault came makes the first reply prompt, and says
+    nothing of the outage after it; row() also counts the wait from `at` to the first reply,
+    for a client that had no ack before the fault)."""
     t = result["ack_times"]
     return max((b - a for a, b in itertools.pairwise(t) if b > at), default=0.0)
 
