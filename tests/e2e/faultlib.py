@@ -561,6 +561,35 @@ def kill_clone_peer(run: Run) -> Row:
                results, records + first["records"], qemus_killed=len(running))
 
 
+def kill_only_copy_during_clone(run: Run) -> Row:
+    """A second failure before re-protection: the backup's host dies, and while the primary,
+    now the only copy, clones a new backup, its host dies too. The guest is down (as with
+    VMware FT), and safely so: the half-made backup, never armed, does not go live, and
+    neither host emits anything afterwards. Ends the pair: not in FAULTS."""
+    first = crash(run, "backup-host")
+    live, peer = run.live, other(run.live)
+    clients = run.writing("only-copy")
+    wait_until(lambda: side(run.cfg_path, peer).role in ("standby", "backup"), 120,
+               f"the re-protection to start a backup on host {peer}", every=0.05)
+    running = [n for n in domain_names(run.cfg, live) if Path(f"/run/libvirt/qemu/{n}.pid").exists()]
+    with Emissions() as seen:
+        at = time.time()
+        lab.kill_host(paths(run.cfg, live).pid, running)
+        deadline = time.monotonic() + 4 * run.cfg.channel.timeout_s + 5
+        roles = set()
+        while time.monotonic() < deadline:   # the length of the look is the point: no sleep
+            roles.add(side(run.cfg_path, peer).role)   # to wait for a thing that must not come
+        seen.sync()
+        after = {k: seen.count(k, at + 0.05) for k in ("a", "b")}   # frames already on their way
+    for c in clients:
+        c.proc.kill()
+    assert "live-alone" not in roles, f"the half-made backup on host {peer} went live: {roles}"
+    assert not any(after.values()), f"frames emitted after the second failure: {after}"
+    return {"fault": "kill-only-copy-during-clone", "host": live, "outcome":
+            f"guest down; {peer} stayed {'/'.join(sorted(roles))}", "first_reply_s": 0.0,
+            "stall_s": 0.0, "records": first["records"]}
+
+
 # Every fault by name: the suite's and the campaign's list.
 FAULTS: dict[str, Callable[[Run], Row]] = {
     "libvirtd-restart": libvirtd_restart,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .faultlib import FAULTS, Run, identical_after_a_clean_stop, inject, table
+from .faultlib import FAULTS, Run, identical_after_a_clean_stop, inject, kill_only_copy_during_clone, table
 from .lab_helpers import running_pair, write_config
 
 pytestmark = pytest.mark.e2e
@@ -24,9 +24,13 @@ KILLS = ["kill-first-write", "kill-steady", "kill-random", "kill-heavy-writes",
          "kill-switch-take-over", "kill-during-golive", "kill-after-libvirtd-restart"]
 
 
+def faulty_pair(tmp: Path, pair: str) -> Path:
+    return write_config(tmp, pair, failover={"enabled": True, "reprotect": True,
+                                             "reprotect_interval_s": 2})
+
+
 def run_faults(tmp: Path, pair: str, names: list[str]) -> None:
-    cfg_path = write_config(tmp, pair, failover={"enabled": True, "reprotect": True,
-                                                 "reprotect_interval_s": 2})
+    cfg_path = faulty_pair(tmp, pair)
     with running_pair(cfg_path) as cfg:
         run = Run(cfg_path, cfg, tmp)
         for name in names:
@@ -45,3 +49,12 @@ def test_crashes_freezes_and_cuts_in_one_run(tmp_path):
 
 def test_sigkill_the_primary_at_ten_points_in_one_run(tmp_path):
     run_faults(tmp_path, "ks", KILLS)
+
+
+def test_a_second_failure_in_mid_clone_leaves_the_guest_down_and_nothing_live(tmp_path):
+    """SIGKILL of the primary during a clone: the only copy, since a clone runs only while the
+    guest runs alone."""
+    cfg_path = faulty_pair(tmp_path, "oc")
+    with running_pair(cfg_path) as cfg:
+        r = kill_only_copy_during_clone(Run(cfg_path, cfg, tmp_path))
+    print(r)
