@@ -235,8 +235,13 @@ def kill_host(agent_pid_file: Path, domains: Iterable[str],
              if (f := Path(f"/run/libvirt/qemu/{d}.pid")).exists()] if qemu else []
     if qemu and not qemus:
         raise LabError(f"no QEMU of {', '.join(domains)} runs: nothing of the guest to kill")
-    for pid in ([int(agent_pid_file.read_text())] if agent else []) + qemus:
-        os.kill(pid, sig)
+    if agent:
+        os.kill(int(agent_pid_file.read_text()), sig)
+    for pid in qemus:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass   # it exited since its pid file was read (a clone's old recorder, say)
 
 
 def restart_libvirtd() -> None:
