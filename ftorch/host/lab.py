@@ -226,13 +226,21 @@ def undrop(key: str) -> None:
                    capture_output=True)   # absent: nothing to undo
 
 
+def qemu_pid_file(domain: str) -> Path:
+    return Path(f"/run/libvirt/qemu/{domain}.pid")
+
+
+def running(domains: Iterable[str]) -> list[str]:
+    """Those of `domains` whose QEMU runs (libvirt keeps its pid file while it does)."""
+    return [d for d in domains if qemu_pid_file(d).exists()]
+
+
 def kill_host(agent_pid_file: Path, domains: Iterable[str],
               sig: signal.Signals = signal.SIGKILL, agent: bool = True, qemu: bool = True) -> None:
     """A host dies: its agent and the QEMUs of those of `domains` that run there get SIGKILL,
     nothing shuts down cleanly. With SIGSTOP the host freezes (SIGCONT: it wakes). agent or
     qemu False: that part of the host survives (a crash of the other alone)."""
-    qemus = [int(f.read_text()) for d in domains
-             if (f := Path(f"/run/libvirt/qemu/{d}.pid")).exists()] if qemu else []
+    qemus = [int(qemu_pid_file(d).read_text()) for d in running(domains)] if qemu else []
     if qemu and not qemus:
         raise LabError(f"no QEMU of {', '.join(domains)} runs: nothing of the guest to kill")
     if agent:

@@ -557,7 +557,7 @@ def in_mid_clone(run: Run, name: str) -> tuple[list[Client], str, str]:
 
 
 def running_domains(run: Run, key: str) -> list[str]:
-    return [n for n in domain_names(run.cfg, key) if Path(f"/run/libvirt/qemu/{n}.pid").exists()]
+    return lab.running(domain_names(run.cfg, key))
 
 
 def kill_clone_peer(run: Run) -> Row:
