@@ -91,6 +91,14 @@ class LagConfig:
     max_hold_s: float = 0.2
     # Off: the lag is whatever the hosts give (a busy guest's backup can fall seconds behind).
     hold_inbound: bool = True
+    # Experimental, off: slow a guest that makes its own work (a batch job, a boot): past half
+    # the bound its recorder is frozen for a share of every `throttle_period_s`, growing with
+    # the lag up to `max_slowdown` (the guest then runs 5 % of the time), until the backup is
+    # back under a quarter of the bound (rr/throttle.py). Do not turn it on for a guest that
+    # matters: recordings made under it hung in replay in 3 of 6 lab runs (docs/qemu-notes.md).
+    throttle: bool = False
+    throttle_period_s: float = 0.1
+    max_slowdown: float = 0.95
 
 
 @dataclass(frozen=True)
@@ -262,6 +270,10 @@ def validate(cfg: PairConfig) -> PairConfig:
     _positive(cfg.replay.break_interval_ms, "replay.break_interval_ms")
     _positive(cfg.lag.bound_s, "lag.bound_s")
     _positive(cfg.lag.max_hold_s, "lag.max_hold_s")
+    _positive(cfg.lag.throttle_period_s, "lag.throttle_period_s")
+    if not 0 < cfg.lag.max_slowdown < 1:
+        raise ConfigError(f"lag.max_slowdown must be above 0 and below 1 (a share of each "
+                          f"period the guest is frozen), not {cfg.lag.max_slowdown}")
     if cfg.replay.flush_us < 0:
         raise ConfigError(f"replay.flush_us: must be 0 (no flush shim) or positive, "
                           f"got {cfg.replay.flush_us}")

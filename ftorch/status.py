@@ -90,6 +90,20 @@ class HoldStatus:
 
 
 @dataclass(frozen=True)
+class ThrottleStatus:
+    """The bound on the backup's lag, the recorder's side (rr/throttle.py): QEMU frozen for a
+    share of every period while the backup trails."""
+
+    bound_s: float = 0.0
+    slowed: bool = False             # the recorder is slowed now
+    share: float = 0.0               # of each period it is frozen now
+    slowdown: float = 0.0            # of the last 10 s it was frozen (0.3: the guest ran 70 %)
+    episodes: int = 0                # times slowing began since the primary started
+    slowed_s: float = 0.0            # time spent slowed
+    frozen_s: float = 0.0            # time spent frozen by the bound
+
+
+@dataclass(frozen=True)
 class NetStatus:
     frames_in: int = 0
     frames_out: int = 0
@@ -114,6 +128,7 @@ class PrimaryStatus:
     gate: GateStatus | None = None
     staleness_s: Summary = field(default_factory=Summary)
     hold: HoldStatus | None = None   # None: the lag bound is off, or no backup
+    throttle: ThrottleStatus | None = None   # None: the recorder is never slowed
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ def test_ssh_defaults_to_the_lan_address():
     (lambda d: d["replay"].update(margin_instructions=-5), r"replay\.margin_instructions: must be positive"),
     (lambda d: d.update(lag={"bound_s": 0}), r"lag\.bound_s: must be positive"),
     (lambda d: d.update(lag={"max_hold_s": -1}), r"lag\.max_hold_s: must be positive"),
+    (lambda d: d.update(lag={"max_slowdown": 1.0}), r"lag\.max_slowdown must be above 0 and below 1"),
     (lambda d: d.update(lag={"hold": True}), r"lag\.hold: unknown field"),
     (lambda d: d["hosts"]["a"]["ssh"].update(port=0), r"hosts\.a\.ssh\.port: 0 is not a TCP port"),
     (lambda d: d["hosts"]["a"]["ssh"].update(address="mgmt-a"), r"hosts\.a\.ssh\.address: 'mgmt-a'"),

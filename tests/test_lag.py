@@ -32,3 +32,21 @@ def test_the_meter_keeps_only_the_log_ahead_of_the_backup_and_ignores_resends():
     assert m.seconds() == 1.0
     m.replayed(20000, at=1500.0)               # past the newest chunk: measured against it
     assert len(m) == 1 and m.seconds() == 500.0
+
+
+def test_behind_is_the_age_of_the_oldest_log_not_replayed_and_grows_while_the_backup_stands():
+    m = LagMeter()
+    assert m.behind(slack=0) is None
+    m.recorded(100, at=10.0)
+    m.recorded(200, at=10.5)
+    m.replayed(150, at=10.6)
+    assert abs(m.behind(slack=0, now=10.7) - 0.2) < 1e-9    # the chunk ending at 200
+    assert abs(m.behind(slack=0, now=12.5) - 2.0) < 1e-9    # no move since: it grows
+
+
+def test_a_backup_level_with_the_recorder_but_its_margin_is_not_behind():
+    m = LagMeter()
+    m.recorded(100_000, at=10.0)
+    m.replayed(99_000, at=10.1)                # held 1000 short of what it has
+    assert m.behind(slack=2000, now=50.0) == 0.0
+    assert m.behind(slack=0, now=50.0) == 40.0

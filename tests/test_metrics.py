@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_status import BACKUP, PRIMARY
 
 from ftorch.agent.metrics import StatusCollector
-from ftorch.status import FailoverStatus, GateStatus, Histogram, HoldStatus, SideStatus
+from ftorch.status import FailoverStatus, GateStatus, Histogram, HoldStatus, SideStatus, ThrottleStatus
 
 
 def scrape(st: SideStatus) -> dict[tuple[str, tuple], float]:
@@ -58,6 +58,12 @@ def test_a_primary_and_a_backup_as_prometheus_sees_them():
     held = scrape(replace(a, primary=replace(a.primary, hold=HoldStatus(0.5, True, held_s=2.5))))
     assert value(held, "ftorch_lag_bound_holding") == 1
     assert value(held, "ftorch_lag_bound_held_seconds") == 2.5
+    assert not [n for n, _ in s if n == "ftorch_throttle_share"]   # no throttle in this status
+    slowed = scrape(replace(a, primary=replace(a.primary, throttle=ThrottleStatus(
+        0.5, True, share=0.4, frozen_s=12.5))))
+    assert value(slowed, "ftorch_throttle_slowed") == 1
+    assert value(slowed, "ftorch_throttle_share") == 0.4
+    assert value(slowed, "ftorch_throttle_frozen_seconds_total") == 12.5
     b = scrape(BACKUP)
     assert value(b, "ftorch_replication_lag_seconds", host="b") == 0.043
     assert value(b, "ftorch_replication_lag_instructions", host="b") == 1_500_000

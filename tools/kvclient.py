@@ -84,16 +84,30 @@ def read_back(conn: Conn, acked: list[tuple[str, str, int]]) -> list[str]:
 _finish = threading.Event()   # SIGUSR1: stop writing now, then verify and report as usual
 
 
+# The guest's own batch job (kvsvc.c STRESS) runs while the client writes: renewed this often
+# for the next stress_s seconds of the guest's clock (a slowed guest's clock runs slow).
+STRESS_RENEW_S = 1.0
+
+
+def stress(conn: Conn, seconds: int) -> None:
+    reply = conn.ask(f"STRESS {seconds}")
+    if reply != "OK stress":
+        raise OSError(f"STRESS {seconds}: {reply}")
+
+
 def run(host: str, port: int, duration: float, prefix: str, wait_s: float,
-        verify: bool, rate: float = 0.0) -> Result:
+        verify: bool, rate: float = 0.0, stress_s: int = 0) -> Result:
     r = Result()
     t0 = time.monotonic()
     conn = Conn(connect(host, port, wait_s))
     r.connect_wait_s = time.monotonic() - t0
     start = time.monotonic()
-    i = 0
+    i, stressed = 0, 0.0
     try:
         while time.monotonic() - start < duration and not _finish.is_set():
+            if stress_s and time.monotonic() - stressed > STRESS_RENEW_S:
+                stress(conn, stress_s)
+                stressed = time.monotonic()
             key, value = f"{prefix}{i}", f"v{i}-{int(time.time() * 1000)}"
             t = time.monotonic()
             reply = conn.ask(f"PUT {key} {value}")
@@ -107,6 +121,8 @@ def run(host: str, port: int, duration: float, prefix: str, wait_s: float,
             if rate:
                 time.sleep(max(0.0, start + i / rate - time.monotonic()))
         r.duration_s = time.monotonic() - start
+        if stress_s:
+            stress(conn, 0)
         if verify:
             r.mismatches = read_back(conn, r.acked)
     except OSError as e:
@@ -125,10 +141,13 @@ def main() -> int:
     ap.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the service")
     ap.add_argument("--rate", type=float, default=0.0, help="requests/s cap (0: as fast as it answers)")
     ap.add_argument("--verify", action="store_true", help="read every record back at the end")
+    ap.add_argument("--stress", type=int, default=0,
+                    help="keep the guest's CPU- and disk-heavy job running while writing, "
+                         "renewed every second for this many seconds of the guest's clock")
     ap.add_argument("--out", help="write the result as JSON here")
     a = ap.parse_args()
     signal.signal(signal.SIGUSR1, lambda *_: _finish.set())
-    r = run(a.host, a.port, a.duration, a.prefix, a.wait, a.verify, a.rate)
+    r = run(a.host, a.port, a.duration, a.prefix, a.wait, a.verify, a.rate, a.stress)
     doc = {**asdict(r), "rate": r.rate}
     if a.out:
         with open(a.out, "w") as f:

@@ -21,7 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 GUEST = HERE / "guest"
 MODULES = ("e1000", "virtio_blk", "virtio_pci")
-DATA_DISK_MIB = 64   # kvsvc.c MAXREC records of 512 bytes: a long fault campaign writes ~80000
+DATA_DISK_MIB = 72   # kvsvc.c: MAXREC records of 512 bytes (a long fault campaign writes ~80000)
+                     # and 8 MiB of scratch for its STRESS job
 BUSYBOX = Path("/bin/busybox")
 
 

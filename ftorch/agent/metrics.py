@@ -116,6 +116,17 @@ def _lag(st: SideStatus, lb: list[str]) -> Iterator[Metric]:
                  (1 if hold.holding else 0) if hold else None)
     yield _gauge("ftorch_lag_bound_held_seconds", "Seconds inbound frames have waited for the "
                  "backup, summed over frames.", lb, hold.held_s if hold else None)
+    thr = st.primary.throttle if st.primary else None
+    yield _gauge("ftorch_throttle_slowed", "1 while the recorder is slowed because its backup "
+                 "trails (frozen for a share of every period).", lb,
+                 (1 if thr.slowed else 0) if thr else None)
+    yield _gauge("ftorch_throttle_share", "Share of each period the recorder is frozen now.",
+                 lb, thr.share if thr else None)
+    frozen = CounterMetricFamily("ftorch_throttle_frozen_seconds", "Seconds the recorder has "
+                                 "been frozen by the lag bound.", labels=list(LABELS))
+    if thr:
+        frozen.add_metric(lb, thr.frozen_s)
+    yield frozen
 
 
 def _gate(st: SideStatus, lb: list[str]) -> Iterator[Metric]:

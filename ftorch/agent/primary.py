@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from ftorch.agent.standby import SPARE_WAIT_S, Spare, recorder_spec
+from ftorch.agent.throttle import DISK, LAG, Freezer, Throttle
 from ftorch.channel import trust
 from ftorch.channel.logtail import LogTail
 from ftorch.channel.sender import Sender
@@ -16,12 +17,16 @@ from ftorch.gate.holder import InboundHold
 from ftorch.gate.netbridge import LanPort, NetBridge
 from ftorch.host.layout import domain_name, guest_spec, net_socket, paths, ram_file, rr_log
 from ftorch.host.virt import Guest, Host, check_emulator
+from ftorch.rr import throttle
 from ftorch.rr.domain import Mode, render
 from ftorch.stats import summary, wall_clock
 from ftorch.status import ChannelStatus, GateStatus, NetStatus, PrimaryStatus, Summary
 
 log = logging.getLogger("ftorch.primary")
 EXIT_READ_S = 1.0   # for the log tail to read a dead QEMU's last bytes (is there an END?)
+# A backup that has not moved for this long with log to replay is stuck, not slow (an idle
+# stretch replays in at most ~1 s): slowing the guest for it would only stop the guest.
+STUCK_S = 5.0
 
 
 class Primary:
@@ -43,7 +48,6 @@ class Primary:
         self.log_path = rr_log(cfg, key, standby)
         self.guest: Guest | None = None
         self.spare: Spare | None = None   # a recorder waiting for the next clone's state
-        self.disk_paused = False
         self.halted = False
         self.stopping = False   # an operator stop: QEMU's exit is expected
         self.withdrawn: str | None = None
@@ -52,6 +56,16 @@ class Primary:
         self.hold = (InboundHold(self._backup_lag, lagbound.policy(cfg.lag.bound_s,
                                                                    cfg.lag.max_hold_s))
                      if mode != "plain" and cfg.lag.hold_inbound else None)
+        self.freezer = Freezer(lambda: self.guest)
+        if mode != "protected":
+            self.freezer.bar(LAG)   # no backup to wait for; a clone's QMP needs QEMU running
+        self.throttle = (Throttle(self._trailing, self.freezer,
+                                  throttle.policy(cfg.lag.bound_s, cfg.lag.max_slowdown),
+                                  cfg.lag.throttle_period_s)
+                         if mode != "plain" and cfg.lag.throttle else None)
+        if self.throttle is not None:
+            log.warning("lag.throttle is on: experimental, its recordings may not replay "
+                        "(docs/qemu-notes.md)")
         self.net = NetBridge(str(net_socket(cfg, key, standby)), cfg.host(key).tap,
                              self._log_size if mode != "plain" else None, gated=mode == "protected",
                              max_held=cfg.limits.gate_frames, port=lan, hold=self.hold)
@@ -68,6 +82,21 @@ class Primary:
     def _backup_lag(self) -> float | None:
         """How far behind the backup replays; None when there is none to wait for."""
         return self.sender.lag.seconds() if self.mode == "protected" else None
+
+    @property
+    def disk_paused(self) -> bool:
+        return self.freezer.holds(DISK)
+
+    def _trailing(self) -> float | None:
+        """How far behind the backup is now, for the throttle; None: no backup to wait for,
+        or one that is stuck."""
+        if self.mode != "protected":
+            return None
+        meter = self.sender.lag
+        behind = meter.behind(slack=2 * self.cfg.replay.margin_instructions)
+        if behind and time.time() - meter.reached_at > STUCK_S:
+            return None
+        return behind
 
     def _log_size(self) -> int:
         return self.log_path.stat().st_size
@@ -101,6 +130,8 @@ class Primary:
 
     def _run_io(self) -> None:
         self.net.start()
+        if self.throttle is not None:
+            self.throttle.start()
         if self.mode == "protected":
             if self.net.gated is not None:
                 self.net.gated.require_lease()
@@ -118,6 +149,7 @@ class Primary:
         if self.disk_paused:
             raise FtorchError(f"handover refused: host {self.key}'s disk is full and its guest "
                               f"is paused; free space in {self.paths.root} first")
+        self.freezer.bar(LAG)   # QMP needs QEMU running; the backup catches up in the pause
         paused_at = time.time()
         self.guest.qmp("stop")
         # the shim writes QEMU's buffered log every flush_us: let it write what preceded the pause
@@ -138,11 +170,13 @@ class Primary:
         self.sender = self._new_sender()
         self.mode = "protected"
         self.sender.start()
+        self.freezer.unbar(LAG)
 
     def unprotect(self) -> None:
         """Back to recording alone: the backup is gone or never came up."""
         self.sender.stop(timeout=1)
         self.mode = "unprotected"
+        self.freezer.bar(LAG)
         if self.net.gated is not None:
             self.net.gated.ungate()
         self.want_spare()
@@ -162,6 +196,7 @@ class Primary:
     def retire(self) -> None:
         """A clone moved the guest into the waiting recorder: this one's QEMU is dead. Stop
         the rest, keep the RAM file (the guest runs on from it) and the tap (handed on)."""
+        self._stop_throttle()
         self.sender.stop()
         self.tail.stop()
         self.log_path.unlink(missing_ok=True)   # nothing needs it: the guest ran unprotected
@@ -184,6 +219,8 @@ class Primary:
     def resume_guest(self) -> None:
         if self.guest is not None:
             self.guest.qmp("cont")
+        if self.mode == "protected":   # a handover that failed: the bound applies again
+            self.freezer.unbar(LAG)
 
     def announce(self) -> None:
         """Tell the LAN the guest's MAC is behind this host (QEMU's RARP rounds)."""
@@ -194,23 +231,21 @@ class Primary:
         """The pair folder is nearly full: freeze QEMU before the log or the disk image fails
         a write (its output waits; its log stays whole). Frozen, not QMP-stopped: see
         Guest.freeze."""
-        if self.guest is None or not self.guest.is_active():
+        if not self.freezer.hold(DISK):
             return "nothing running to pause"
-        self.guest.freeze()
-        self.disk_paused = True
         return "guest paused (QEMU frozen) until there is room"
 
     def resume_for_disk(self) -> None:
-        if self.disk_paused and self.guest is not None and not self.halted:
-            self.guest.thaw()
-        self.disk_paused = False
+        if not self.halted:
+            self.freezer.release(DISK)
 
     def halt(self) -> None:
         """Fenced: the guest must not run again here (the gate is closed already)."""
         self.halted = True
+        self._stop_throttle()
         if self.guest is not None:
             # a frozen QEMU cannot take `stop`: it runs a moment, its output held by the gate
-            self.guest.thaw()
+            self.freezer.release_all()
             self.guest.qmp("stop")
 
     def backup_silent(self) -> bool:
@@ -246,6 +281,7 @@ class Primary:
         already. The agent stays up to say why."""
         self.withdrawn = why
         log.error("stepping down as primary: %s", why)
+        self._stop_throttle()
         self.sender.stop()
         self.net.stop()
         self.host.destroy(self.domain_now())   # libvirt's clean-up of what is left
@@ -253,6 +289,7 @@ class Primary:
     def stop_guest(self) -> dict[str, Any]:
         """Stop QEMU cleanly: it writes END and the header; the backup gets all of the log."""
         self.stopping = True
+        self._stop_throttle()
         if self.guest is not None and self.guest.is_active():
             self.guest.stop_gracefully()
         return {"stopping": self.domain}
@@ -262,6 +299,7 @@ class Primary:
         the RAM file's name goes (QEMU leaves it behind)."""
         if self.spare is not None:
             self.spare.close()
+        self._stop_throttle()
         if self.guest is not None and self.guest.is_active():
             self.guest.stop_gracefully()
             self.host.wait_gone(self.domain, timeout=15)
@@ -271,6 +309,12 @@ class Primary:
         self.host.destroy(self.domain)
         if self.mode != "plain":
             ram_file(self.cfg, self.key).unlink(missing_ok=True)
+
+    def _stop_throttle(self) -> None:
+        """The guest will not run on here (or not as this recorder): stop slowing it."""
+        self.freezer.bar(LAG)
+        if self.throttle is not None:
+            self.throttle.stop()
 
     def status(self) -> PrimaryStatus:
         s = self.sender.stats
@@ -306,4 +350,5 @@ class Primary:
                                                    g.gate.max_held, g.histogram,
                                                    g.gate.lease_waits),
             staleness_s=Summary(**summary(s.staleness)),
-            hold=self.hold.status() if self.hold is not None else None)
+            hold=self.hold.status() if self.hold is not None else None,
+            throttle=self.throttle.status() if self.throttle is not None else None)

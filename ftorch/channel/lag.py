@@ -48,5 +48,19 @@ class LagMeter:
                 first = self._stamps[1]
             return max(0.0, self.reached_at - first[1])
 
+    def behind(self, slack: int, now: float | None = None) -> float | None:
+        """How long ago the oldest log the backup has not replayed was recorded: 0 when it
+        has replayed all but `slack` instructions of what was sent (it is held a margin short
+        of what it holds); None before any log has passed. Unlike seconds() this grows while
+        the backup stands still, and falls to 0 once it has caught up with a recorder that
+        stopped recording (the lag bound's throttle acts on it, agent/throttle.py)."""
+        with self._lock:
+            if not self._stamps or not self.reached_at:
+                return None
+            for icount, at in self._stamps:
+                if icount > self.icount + slack:
+                    return max(0.0, (time.time() if now is None else now) - at)
+            return 0.0
+
     def __len__(self) -> int:
         return len(self._stamps)

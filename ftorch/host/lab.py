@@ -208,6 +208,15 @@ def slow_link(key: str, rate: str | None) -> None:
                 "htb", "rate", rate, error=LabError)
 
 
+def starve(domain: str, share: float | None) -> None:
+    """The domain's QEMU (every thread of it) gets at most `share` of one CPU (a fixed CFS
+    quota through libvirt, as a host crowded by other work would give it); None: no limit."""
+    period = 100000
+    quota = -1 if share is None else max(1000, int(share * period))
+    run("virsh", "-q", "schedinfo", domain, "--live", f"global_period={period}",
+        f"global_quota={quota}", error=LabError)
+
+
 FAULT_TABLE = "ftorch_fault"
 
 

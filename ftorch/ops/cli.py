@@ -162,6 +162,10 @@ def status_notes(data: PairStatus) -> list[str]:
         if hold and hold.holding:
             notes.append(f"host {key}: the guest's inbound frames wait: its backup trails "
                          f"past the {hold.bound_s:g} s bound")
+        thr = h.primary.throttle if h.primary else None
+        if thr and thr.slowed:
+            notes.append(f"host {key}: the guest is slowed ({thr.share:.0%} frozen) to keep "
+                         f"its backup within {thr.bound_s:g} s")
         ch = h.channel
         if ch and ch.refused_peers:   # strangers on the LAN, or a peer with another credential
             notes.append(f"host {key}: refused {ch.refused_peers} channel connection(s) "

@@ -199,10 +199,12 @@ def answered(cfg: Path, key: str, timeout: float = 60) -> SideStatus:
 class Client:
     """kvclient in the client namespace, in the background."""
 
-    def __init__(self, out: Path, duration: float, prefix: str = "k", verify: bool = True) -> None:
+    def __init__(self, out: Path, duration: float, prefix: str = "k", verify: bool = True,
+                 rate: float = 0.0, stress_s: int = 0) -> None:
         self.out = out
         cmd = ["ip", "netns", "exec", "ftorch-client", sys.executable, str(ROOT / "tools/kvclient.py"),
-               "--duration", str(duration), "--prefix", prefix, "--out", str(out)]
+               "--duration", str(duration), "--prefix", prefix, "--out", str(out),
+               "--rate", str(rate), "--stress", str(stress_s)]
         self.proc = subprocess.Popen(cmd + (["--verify"] if verify else []), cwd=ROOT,
                                      stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
