@@ -95,7 +95,7 @@ class LagConfig:
     # the bound its recorder is frozen for a share of every `throttle_period_s`, growing with
     # the lag up to `max_slowdown` (the guest then runs 5 % of the time), until the backup is
     # back under a quarter of the bound (rr/throttle.py). Do not turn it on for a guest that
-    # matters: recordings made under it hung in replay in 3 of 6 lab runs (docs/qemu-notes.md).
+    # matters: recordings made under it hung in replay in 3 of 8 lab runs (docs/qemu-notes.md).
     throttle: bool = False
     throttle_period_s: float = 0.1
     max_slowdown: float = 0.95
@@ -242,8 +242,7 @@ def validate(cfg: PairConfig) -> PairConfig:
             except ValueError:
                 raise ConfigError(f"hosts.{key}.ssh.address: {h.ssh.address!r} is not an IP "
                                   "address") from None
-    if cfg.hosts["a"].address == cfg.hosts["b"].address:
-        raise ConfigError("hosts: a and b have the same address; they must be two hosts")
+    _two_hosts(cfg)
     try:
         ipaddress.ip_interface(cfg.guest.ip)
     except ValueError:
@@ -290,6 +289,16 @@ def validate(cfg: PairConfig) -> PairConfig:
         if not h.emulator.startswith("/"):
             raise ConfigError(f"hosts.{key}.emulator: must be an absolute path, got {h.emulator!r}")
     return cfg
+
+
+def _two_hosts(cfg: PairConfig) -> None:
+    """A primary and its backup on one machine survive no host failure: refuse it."""
+    a, b = cfg.hosts["a"], cfg.hosts["b"]
+    for what, x, y in (("name", a.name, b.name), ("address", a.address, b.address),
+                       ("SSH address", a.ssh_address, b.ssh_address)):
+        if x == y:
+            raise ConfigError(f"hosts.a and hosts.b have one {what} ({x}): primary and backup "
+                              "must run on two hosts, or one host's failure takes both")
 
 
 def parse(data: Any, source: str = "<config>", text: str = "") -> PairConfig:

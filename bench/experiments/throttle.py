@@ -6,10 +6,12 @@ backup (docs/qemu-notes.md, "A SIGSTOP duty cycle of the recorder breaks replay 
 A client writes 10 records/s and keeps the guest's STRESS job running for SECONDS, starting as
 soon as the guest's service listens (--settle: 8 status reads later); BACKUP_CPU (e.g. 0.5)
 caps each of host B's QEMUs to that share of a CPU meanwhile. A hang: the backup's count
-unchanged over 4 status reads while the primary's moves.
+unchanged over 4 status reads while the primary's moves (KEEP_HUNG=SECONDS: keep the pair
+that long before it is torn down).
 """
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -56,6 +58,9 @@ def main(seconds: int, backup_cpu: float | None, settle: bool) -> None:
         while time.monotonic() < end and same < 4:
             show("stress")
         starve(cfg, None)
+        if same >= 4 and os.environ.get("KEEP_HUNG"):   # to look at the hung replay (gdb)
+            print("hung: kept for", os.environ["KEEP_HUNG"], "s", flush=True)
+            time.sleep(float(os.environ["KEEP_HUNG"]))
         res = client.finish(120)
         print("RESULT", "stuck" if same >= 4 else "ok", f"backup at {last}",
               f"acked {len(res['acked'])} errors {res['errors']} mismatches {res['mismatches']}")

@@ -272,9 +272,12 @@ def failover(config: str = typer.Argument(..., help="The pair's YAML config."),
 
     The primary pauses its guest and hands the rest of its log to the backup; the backup claims
     the pair (generation + 1) and goes live where the primary paused, with the guest's disk,
-    memory and TCP connections; the old primary then stops. Clients see one pause (about the
-    go-live time, a few seconds). The pair is unprotected afterwards until re-protected.
-    Refused (exit 1) unless the pair is protected and the backup has caught up.
+    memory and TCP connections; the old primary then stops. It first waits (up to --timeout)
+    until the backup trails by no more than lag.bound_s, since the guest's pause lasts as long
+    as the backup takes to replay what it trails; clients then see one pause of about that
+    plus the go-live (under a second on the lab). The pair is unprotected afterwards until
+    re-protected. Refused (exit 1) unless the pair is protected and the backup comes within
+    the bound.
 
     Example: ftorch failover examples/lab.yaml && ftorch status examples/lab.yaml
     """
@@ -287,7 +290,8 @@ def failover(config: str = typer.Argument(..., help="The pair's YAML config."),
     _emit(result, as_json, lambda d: console.print(
         f"pair {d['pair']} is live on host {d['to']} (generation {d['generation']}); the guest "
         f"was paused {d['paused_s']:.2f} s (go-live: replay {d['replay_s']:.2f} s, save "
-        f"{d['save_s']:.2f} s, start {d['start_s']:.2f} s)"))
+        f"{d['save_s']:.2f} s, start {d['start_s']:.2f} s), after {d['waited_s']:.1f} s "
+        f"waiting for the backup to come within the bound ({d['lag_s']:.2f} s behind)"))
 
 
 @app.command()

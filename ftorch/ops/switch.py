@@ -9,6 +9,7 @@ primary claims it back and goes on alone; the arbiter keeps the two from both go
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from ftorch.config import PairConfig
@@ -17,7 +18,7 @@ from ftorch.ops.pair import agent_call, try_status, wait_for
 from ftorch.status import FailoverStatus, SideStatus, decode
 
 log = logging.getLogger("ftorch.switch")
-MAX_LAG_S = 5.0
+POLL_S = 0.2
 
 
 def _sides(cfg: PairConfig) -> tuple[str, str, SideStatus]:
@@ -31,11 +32,26 @@ def _sides(cfg: PairConfig) -> tuple[str, str, SideStatus]:
     p, b = prim[0], back[0]
     if st[p].mode != "protected" or st[b].failover is None:
         raise FtorchError(f"pair {cfg.pair} runs without failover: set failover.enabled")
-    lag = st[b].backup.lag_seconds if st[b].backup else None
-    if not isinstance(lag, float) or lag > MAX_LAG_S:
-        raise FtorchError(f"the backup on host {b} is {lag} s behind (limit {MAX_LAG_S} s): "
-                          "wait until it has caught up, then retry")
     return p, b, st[b]
+
+
+def _within_bound(cfg: PairConfig, b: str, timeout: float) -> tuple[float, float]:
+    """Wait until the backup trails by no more than the lag bound: the guest's pause lasts as
+    long as the backup takes to replay what it trails. (The wait, the lag then.)"""
+    bound, start = cfg.lag.bound_s, time.monotonic()
+    while True:
+        st = try_status(cfg, b)
+        if st.role != "backup":
+            raise FtorchError(f"host {b} is {st.role} now, not a backup: no planned failover "
+                              f"(`ftorch status {cfg.source}`)")
+        lag = st.backup.lag_seconds if st.backup else None
+        if isinstance(lag, float) and lag <= bound:
+            return time.monotonic() - start, lag
+        if time.monotonic() - start > timeout:
+            raise FtorchError(f"the backup on host {b} still trails by {lag} s after {timeout:.0f}"
+                              f" s (lag.bound_s {bound} s): the guest would pause about that "
+                              "long; retry when the guest is less busy")
+        time.sleep(POLL_S)
 
 
 def _stop_old(cfg: PairConfig, p: str) -> None:
@@ -87,6 +103,7 @@ def failover(cfg: PairConfig, timeout: float) -> dict[str, Any]:
     """Switch the live guest to the backup's host; return what happened and how long it took."""
     p, b, bst = _sides(cfg)
     generation = bst.failover.generation if bst.failover else None
+    waited, lag = _within_bound(cfg, b, timeout)
     try:
         handed = decode(FailoverStatus, agent_call(cfg, p, "handover", timeout=timeout + 10,
                                                    timeout_=timeout))
@@ -109,6 +126,7 @@ def failover(cfg: PairConfig, timeout: float) -> dict[str, Any]:
     _stop_old(cfg, p)
     assert took.live_at and took.take_over_at and handed.paused_at
     return {"pair": cfg.pair, "from": p, "to": b, "generation": took.generation,
+            "waited_s": round(waited, 3), "lag_s": lag,
             "paused_s": took.live_at - handed.paused_at,
             "handover_s": took.take_over_at - handed.paused_at,
             "replay_s": took.replay_s, "save_s": took.save_s, "start_s": took.start_s,

@@ -35,6 +35,7 @@ def test_planned_failover_switches_hosts_and_the_client_carries_on(ft_pair):
     assert (d["from"], d["to"], d["generation"]) == ("a", "b", 2)
     assert d["golive_via"] == "standby", d
     assert 0 < d["golive_state_bytes"] < LEAN_STATE, d
+    assert d["lag_s"] <= cfg.lag.bound_s and d["waited_s"] >= 0, d   # paused only within it
     st = status(cfg_path).hosts
     assert st["b"].role == "live-alone" and st["b"].failover.generation == 2
     assert st["a"].role == "unreachable"          # the old primary stopped
@@ -46,6 +47,7 @@ def test_planned_failover_switches_hosts_and_the_client_carries_on(ft_pair):
     again = ftorch("failover", str(cfg_path), check=False)
     assert again.returncode == 1 and "needs a protected pair" in again.stderr
     assert side(cfg_path, "b").role == "live-alone"
-    print(f"planned failover: guest paused {d['paused_s']:.2f} s (handover {d['handover_s']:.2f} s,"
+    print(f"planned failover: waited {d['waited_s']:.2f} s for a lag of {d['lag_s']:.3f} s, "
+          f"guest paused {d['paused_s']:.2f} s (handover {d['handover_s']:.2f} s,"
           f" replay {d['replay_s']:.2f} s, save {d['save_s']:.2f} s, start {d['start_s']:.2f} s); "
           f"{len(res['acked'])} records")
