@@ -7,46 +7,47 @@ import pytest
 from ftorch.errors import FtorchError
 from ftorch.gate import lagbound
 from ftorch.gate.holder import InboundHold
-from ftorch.gate.lagbound import RULES, Hold, Zone, admit, step, zone
+from ftorch.gate.lagbound import admit
+from ftorch.hysteresis import RULES, Switch, Zone, step, zone
 
 P = lagbound.policy(bound_s=0.5, max_hold_s=0.2)
 
 
 def test_the_rules_table_is_complete():
-    assert set(RULES) == {(h, z) for h in Hold for z in Zone}
+    assert set(RULES) == {(h, z) for h in Switch for z in Zone}
 
 
 def test_an_unknown_transition_raises(monkeypatch):
-    monkeypatch.delitem(RULES, (Hold.OPEN, Zone.OVER))
+    monkeypatch.delitem(RULES, (Switch.OFF, Zone.OVER))
     with pytest.raises(FtorchError, match="no rule"):
-        step(P, Hold.OPEN, 1.0)
+        step(P.band, Switch.OFF, 1.0)
 
 
 @pytest.mark.parametrize("lag, expected", [(None, Zone.UNKNOWN), (0.1, Zone.UNDER),
                                            (0.25, Zone.BAND), (0.5, Zone.BAND),
                                            (0.51, Zone.OVER)])
 def test_zones_split_at_the_bound_and_half_of_it(lag, expected):
-    assert zone(P, lag) is expected
+    assert zone(P.band, lag) is expected
 
 
 def test_holding_starts_past_the_bound_and_ends_only_under_half_of_it():
-    state = Hold.OPEN
+    state = Switch.OFF
     seen = []
     for lag in (0.3, 0.6, 0.4, 0.3, 0.24, 0.4):
-        state = step(P, state, lag)
+        state = step(P.band, state, lag)
         seen.append(state)
-    assert seen == [Hold.OPEN, Hold.HOLDING, Hold.HOLDING, Hold.HOLDING, Hold.OPEN, Hold.OPEN]
+    assert seen == [Switch.OFF, Switch.ON, Switch.ON, Switch.ON, Switch.OFF, Switch.OFF]
 
 
 def test_a_frame_waits_while_holding_but_never_past_max_hold():
-    assert admit(P, Hold.OPEN, 0.6, 0.0) == (Hold.HOLDING, False)
-    assert admit(P, Hold.HOLDING, 0.6, 0.19) == (Hold.HOLDING, False)
-    assert admit(P, Hold.HOLDING, 0.6, 0.2) == (Hold.HOLDING, True)
-    assert admit(P, Hold.HOLDING, 0.2, 0.05) == (Hold.OPEN, True)
+    assert admit(P, Switch.OFF, 0.6, 0.0) == (Switch.ON, False)
+    assert admit(P, Switch.ON, 0.6, 0.19) == (Switch.ON, False)
+    assert admit(P, Switch.ON, 0.6, 0.2) == (Switch.ON, True)
+    assert admit(P, Switch.ON, 0.2, 0.05) == (Switch.OFF, True)
 
 
 def test_no_backup_no_wait():
-    assert admit(P, Hold.HOLDING, None, 0.0) == (Hold.OPEN, True)
+    assert admit(P, Switch.ON, None, 0.0) == (Switch.OFF, True)
 
 
 def test_the_holder_lets_a_frame_in_when_the_backup_catches_up():

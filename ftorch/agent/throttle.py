@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 from ftorch.errors import FtorchError, VirtError
 from ftorch.host.virt import Guest
-from ftorch.rr.throttle import Pace, ThrottlePolicy, step
+from ftorch.hysteresis import Switch
+from ftorch.rr.throttle import ThrottlePolicy, pace
 from ftorch.status import ThrottleStatus
 
 log = logging.getLogger("ftorch.throttle")
@@ -90,7 +91,7 @@ class Throttle:
     def __init__(self, lag: Callable[[], float | None], freezer: Freezer, p: ThrottlePolicy,
                  period_s: float) -> None:
         self.lag, self.freezer, self.policy, self.period_s = lag, freezer, p, period_s
-        self.state = Pace.FREE
+        self.state = Switch.OFF
         self.share = 0.0
         self.episodes = 0
         self.slowed_s = 0.0            # time spent slowed, ended episodes
@@ -110,7 +111,7 @@ class Throttle:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.freezer.release(LAG)
-        self._moved(Pace.FREE, None)
+        self._moved(Switch.OFF, None)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -123,7 +124,7 @@ class Throttle:
 
     def _cycle(self) -> None:
         lag = self.lag()
-        nxt, share = step(self.policy, self.state, lag)
+        nxt, share = pace(self.policy, self.state, lag)
         self._moved(nxt, lag)
         self.share = share
         if share > 0 and self.freezer.hold(LAG):
@@ -135,11 +136,11 @@ class Throttle:
         else:
             self._stop.wait(self.period_s)
 
-    def _moved(self, nxt: Pace, lag: float | None) -> None:
+    def _moved(self, nxt: Switch, lag: float | None) -> None:
         if nxt is self.state:
             return
         now = time.monotonic()
-        if nxt is Pace.SLOWED:
+        if nxt is Switch.ON:
             self.episodes += 1
             self._slowed_since = now
             log.info("backup %.2f s behind: slowing the guest to keep it under %.2f s",
@@ -159,7 +160,7 @@ class Throttle:
             return min(1.0, sum(held for _, held in self._recent) / WINDOW_S)
 
     def status(self) -> ThrottleStatus:
-        slowed = self.state is Pace.SLOWED
+        slowed = self.state is Switch.ON
         now = time.monotonic()
         return ThrottleStatus(
             bound_s=self.policy.bound_s, slowed=slowed, share=round(self.share, 3),

@@ -7,7 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from ftorch.gate.lagbound import Hold, HoldPolicy, admit
+from ftorch.gate.lagbound import HoldPolicy, admit
+from ftorch.hysteresis import Switch
 from ftorch.status import HoldStatus
 
 log = logging.getLogger("ftorch.lagbound")
@@ -20,7 +21,7 @@ POLL_S = 0.01
 class InboundHold:
     def __init__(self, lag: Callable[[], float | None], p: HoldPolicy) -> None:
         self.lag, self.policy = lag, p
-        self.state = Hold.OPEN
+        self.state = Switch.OFF
         self.episodes = 0
         self.frames_held = 0
         self.held_s = 0.0            # frame-seconds of waiting, all episodes
@@ -43,12 +44,12 @@ class InboundHold:
             held = True
             stop.wait(POLL_S)
         if held and not stop.is_set():   # a stopping bridge does not deliver the frame
-            self._count(time.monotonic() - start, timed_out=self.state is Hold.HOLDING)
+            self._count(time.monotonic() - start, timed_out=self.state is Switch.ON)
 
-    def _moved(self, nxt: Hold, lag: float | None) -> None:
+    def _moved(self, nxt: Switch, lag: float | None) -> None:
         if nxt is self.state:
             return
-        if nxt is Hold.HOLDING:
+        if nxt is Switch.ON:
             self.episodes += 1
             log.info("backup %.2f s behind (bound %.2f s): the guest's inbound frames wait",
                      lag or 0.0, self.policy.bound_s)
@@ -65,7 +66,7 @@ class InboundHold:
 
     def status(self) -> HoldStatus:
         with self._lock:
-            return HoldStatus(bound_s=self.policy.bound_s, holding=self.state is Hold.HOLDING,
+            return HoldStatus(bound_s=self.policy.bound_s, holding=self.state is Switch.ON,
                               episodes=self.episodes, frames_held=self.frames_held,
                               held_s=round(self.held_s, 3), longest_s=round(self.longest_s, 3),
                               timeouts=self.timeouts)

@@ -9,8 +9,8 @@ recorder a freeze is a host that does not schedule it, so nothing is logged that
 read otherwise. A CFS quota on the vCPU thread alone, and QMP stop/cont, made logs that did not
 replay (docs/qemu-notes.md).
 
-Hysteresis: slowing starts when the lag passes `engage_s` and ends when it falls under
-`release_s`; in between the frozen share grows with the lag, from `min_share` at `release_s` to
+Hysteresis (ftorch/hysteresis.py): slowing starts when the lag passes `engage_s` and ends when
+it falls under `release_s`; in between the frozen share grows with the lag, from `min_share` at `release_s` to
 `max_share` at `engage_s`, so the backup is held in that band, under the bound, whenever it can
 replay at least 1 - `max_share` of the recorder's speed. `max_share` < 1: a backup that stopped
 moving must not stop the guest (the failure detector deals with a dead backup).
@@ -18,9 +18,9 @@ moving must not stop the guest (the failure detector deals with a dead backup).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 from ftorch.errors import FtorchError
+from ftorch.hysteresis import Band, Switch, step
 
 
 @dataclass(frozen=True)
@@ -31,30 +31,9 @@ class ThrottlePolicy:
     min_share: float      # the least share of a period it is frozen while slowed
     max_share: float      # the most
 
-
-class Zone(Enum):
-    OVER = "over"         # lag past engage_s
-    BAND = "band"         # between release_s and engage_s
-    UNDER = "under"       # under release_s
-    UNKNOWN = "unknown"   # no backup, or no log has passed yet
-
-
-class Pace(Enum):
-    FREE = "free"
-    SLOWED = "slowed"
-
-
-# (state now, zone of the lag) -> next state. Complete: every combination is here.
-RULES: dict[tuple[Pace, Zone], Pace] = {
-    (Pace.FREE, Zone.OVER): Pace.SLOWED,
-    (Pace.FREE, Zone.BAND): Pace.FREE,
-    (Pace.FREE, Zone.UNDER): Pace.FREE,
-    (Pace.FREE, Zone.UNKNOWN): Pace.FREE,
-    (Pace.SLOWED, Zone.OVER): Pace.SLOWED,
-    (Pace.SLOWED, Zone.BAND): Pace.SLOWED,
-    (Pace.SLOWED, Zone.UNDER): Pace.FREE,
-    (Pace.SLOWED, Zone.UNKNOWN): Pace.FREE,   # the backup is gone: nothing to wait for
-}
+    @property
+    def band(self) -> Band:
+        return Band(on_above=self.engage_s, off_below=self.release_s)
 
 
 def policy(bound_s: float, max_share: float) -> ThrottlePolicy:
@@ -64,24 +43,13 @@ def policy(bound_s: float, max_share: float) -> ThrottlePolicy:
                           min_share=min(0.1, max_share), max_share=max_share)
 
 
-def zone(p: ThrottlePolicy, lag: float | None) -> Zone:
-    if lag is None:
-        return Zone.UNKNOWN
-    if lag > p.engage_s:
-        return Zone.OVER
-    return Zone.UNDER if lag < p.release_s else Zone.BAND
-
-
 def share(p: ThrottlePolicy, lag: float) -> float:
     """The share of a period to freeze the recorder at this lag, once slowed."""
     span = (lag - p.release_s) / (p.engage_s - p.release_s)
     return min(p.max_share, max(p.min_share, p.min_share + span * (p.max_share - p.min_share)))
 
 
-def step(p: ThrottlePolicy, state: Pace, lag: float | None) -> tuple[Pace, float]:
-    """The next state and the share of the next period the recorder is frozen."""
-    key = (state, zone(p, lag))
-    if key not in RULES:
-        raise FtorchError(f"throttle: no rule for {key}")
-    nxt = RULES[key]
-    return nxt, (share(p, lag) if nxt is Pace.SLOWED and lag is not None else 0.0)
+def pace(p: ThrottlePolicy, state: Switch, lag: float | None) -> tuple[Switch, float]:
+    """The next state (ON: slowed) and the share of the next period the recorder is frozen."""
+    nxt = step(p.band, state, lag)
+    return nxt, (share(p, lag) if nxt is Switch.ON and lag is not None else 0.0)
