@@ -78,6 +78,10 @@ class ReplayConfig:
     # guest then records faster than its backup replays (~2x on a 2-core host): the lag bound
     # (`lag`) holds it back.
     inbound_kick: bool = True
+    # QEMU's -icount shift: "auto" (adaptive: the guest's clock follows the host's) or a fixed
+    # 0..10 (one instruction counts 2**shift ns). A fixed shift is for experiments so far
+    # (docs/qemu-notes.md: its costs, and the throttle's replay hang it may avoid).
+    icount_shift: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -273,6 +277,10 @@ def validate(cfg: PairConfig) -> PairConfig:
     if not 0 < cfg.lag.max_slowdown < 1:
         raise ConfigError(f"lag.max_slowdown must be above 0 and below 1 (a share of each "
                           f"period the guest is frozen), not {cfg.lag.max_slowdown}")
+    if cfg.replay.icount_shift != "auto" and not (cfg.replay.icount_shift.isdigit()
+                                                   and int(cfg.replay.icount_shift) <= 10):
+        raise ConfigError(f"replay.icount_shift: \"auto\" or a whole number 0..10, got "
+                          f"{cfg.replay.icount_shift!r}")
     if cfg.replay.flush_us < 0:
         raise ConfigError(f"replay.flush_us: must be 0 (no flush shim) or positive, "
                           f"got {cfg.replay.flush_us}")

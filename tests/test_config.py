@@ -57,6 +57,7 @@ def test_ssh_defaults_to_the_lan_address():
     (lambda d: d["hosts"]["b"].update(address="10.77.0.1"),
      r"hosts\.a and hosts\.b have one address \(10\.77\.0\.1\): primary and backup must run"),
     (lambda d: d["hosts"]["b"].update(name="host-a"), r"have one name \(host-a\)"),
+    (lambda d: d.update(replay={"icount_shift": "11"}), r"replay\.icount_shift: \"auto\" or a"),
     (lambda d: d["hosts"]["b"]["ssh"].update(address="10.77.1.1"), r"have one SSH address"),
     (lambda d: d.update(lag={"hold": True}), r"lag\.hold: unknown field"),
     (lambda d: d["hosts"]["a"]["ssh"].update(port=0), r"hosts\.a\.ssh\.port: 0 is not a TCP port"),

@@ -81,3 +81,12 @@ def test_the_replay_and_its_standby_map_one_ram_file_and_every_state_names_its_r
     assert f"size={cfg.guest.memory_mib}M" in recorder and f"size={cfg.guest.memory_mib}M" in replay
     # the baseline runs as libvirt runs a guest
     assert "-machine" not in qemu_args(guest_spec(cfg, "a", Mode.PLAIN))
+
+
+def test_both_sides_count_time_with_the_configured_shift():
+    cfg = load(EXAMPLE)
+    assert "shift=auto," in arg_after(qemu_args(guest_spec(cfg, "a", Mode.RECORD)), "-icount")
+    from dataclasses import replace
+    fixed = replace(cfg, replay=replace(cfg.replay, icount_shift="3"))
+    for key, mode in (("a", Mode.RECORD), ("b", Mode.REPLAY)):
+        assert arg_after(qemu_args(guest_spec(fixed, key, mode)), "-icount").startswith("shift=3,")

@@ -1,11 +1,12 @@
 """The recorder throttle (lag.throttle, rr/throttle.py) against a busy guest, watched for a hung
 backup (docs/qemu-notes.md, "A SIGSTOP duty cycle of the recorder breaks replay too").
 
-    python bench/experiments/throttle.py SECONDS [BACKUP_CPU] [--settle]
+    python bench/experiments/throttle.py SECONDS [BACKUP_CPU] [--settle] [--shift N]
 
 A client writes 10 records/s and keeps the guest's STRESS job running for SECONDS, starting as
 soon as the guest's service listens (--settle: 8 status reads later); BACKUP_CPU (e.g. 0.5)
-caps each of host B's QEMUs to that share of a CPU meanwhile. A hang: the backup's count
+caps each of host B's QEMUs to that share of a CPU meanwhile; --shift N records and replays
+with a fixed `-icount shift=N` instead of `auto`. A hang: the backup's count
 unchanged over 4 status reads while the primary's moves (KEEP_HUNG=SECONDS: keep the pair
 that long before it is torn down).
 """
@@ -30,9 +31,10 @@ def starve(cfg, share: float | None) -> None:
         lab.starve(domain, share)
 
 
-def main(seconds: int, backup_cpu: float | None, settle: bool) -> None:
+def main(seconds: int, backup_cpu: float | None, settle: bool, shift: str) -> None:
     tmp = Path(tempfile.mkdtemp())
-    cfg_path = h.write_config(tmp, "thr", lag={"throttle": True})
+    cfg_path = h.write_config(tmp, "thr", lag={"throttle": True},
+                              replay={"icount_shift": shift})
     with h.running_pair(cfg_path) as cfg:
         t0, last, same = time.monotonic(), None, 0
 
@@ -67,5 +69,7 @@ def main(seconds: int, backup_cpu: float | None, settle: bool) -> None:
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--settle"]
-    main(int(args[0]), float(args[1]) if len(args) > 1 else None, "--settle" in sys.argv)
+    argv = sys.argv[1:]
+    shift = argv[argv.index("--shift") + 1] if "--shift" in argv else "auto"
+    args = [a for a in argv if a not in ("--settle", "--shift", shift)]
+    main(int(args[0]), float(args[1]) if len(args) > 1 else None, "--settle" in argv, shift)

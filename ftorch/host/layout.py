@@ -109,5 +109,5 @@ def guest_spec(cfg: PairConfig, key: str, mode: Mode, shim: str | None = None,
         shim=shim if mode == Mode.RECORD else None, loadvm=loadvm,
         incoming="defer" if incoming else None,
         ram_file=None if mode == Mode.PLAIN else str(ram_file(cfg, key)),
-        emulator=cfg.host(key).emulator,
+        emulator=cfg.host(key).emulator, icount_shift=cfg.replay.icount_shift,
         env=env if mode == Mode.RECORD and shim else {})

@@ -39,6 +39,7 @@ class GuestSpec:
     incoming: str | None = None   # "defer": wait for a VM state to load (a standby recorder)
     ram_file: str | None = None   # the guest's RAM in this (tmpfs) file, shared with another QEMU
     emulator: str = "/usr/bin/qemu-system-x86_64"
+    icount_shift: str = "auto"    # both sides the same: the guest's clock depends on it
 
 
 def qemu_args(spec: GuestSpec) -> list[str]:
@@ -51,7 +52,7 @@ def qemu_args(spec: GuestSpec) -> list[str]:
     if spec.mode == Mode.PLAIN:   # libvirt's own RAM (pc.ram): the baseline as users run it
         return [*smbios, "-drive", f"file={spec.disk},format=qcow2,if=none,id=img-direct",
                 "-device", "virtio-blk-pci,drive=img-direct,bus=pci.0,addr=0x5", *nic]
-    args = ["-icount", f"shift=auto,rr={spec.mode.value},rrfile={spec.rr_log}",
+    args = ["-icount", f"shift={spec.icount_shift},rr={spec.mode.value},rrfile={spec.rr_log}",
             # The guest sees the SMBIOS UUID (Linux mixes DMI data into its entropy), so both
             # sides must show the same one; libvirt gives every domain its own, and overriding
             # it here leaves libvirt's per-domain UUIDs unique. A differing UUID diverged
