@@ -7,10 +7,13 @@ from collections.abc import Callable
 from ftorch.errors import FtorchError
 
 
-def wait_for(cond: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
-    """Poll cond until it holds; raise FtorchError naming `what` after timeout seconds."""
+def wait_for(cond: Callable[[], bool], timeout: float, what: str | Callable[[], str],
+             every: float = 0.2) -> None:
+    """Poll cond until it holds; raise FtorchError naming `what` after timeout seconds (a
+    callable `what` is asked then, so the error can say what cond saw last)."""
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
-            raise FtorchError(f"timed out after {timeout:.0f} s waiting for {what}")
+            said = what() if callable(what) else what
+            raise FtorchError(f"timed out after {timeout:.0f} s waiting for {said}")
         time.sleep(every)

@@ -39,19 +39,22 @@ def _within_bound(cfg: PairConfig, b: str, timeout: float) -> tuple[float, float
     """Wait until the backup trails by no more than the lag bound: the guest's pause lasts as
     long as the backup takes to replay what it trails. (The wait, the lag then.)"""
     bound, start = cfg.lag.bound_s, time.monotonic()
-    while True:
+    lag: float | None = None
+
+    def within() -> bool:
+        nonlocal lag
         st = try_status(cfg, b)
         if st.role != "backup":
             raise FtorchError(f"host {b} is {st.role} now, not a backup: no planned failover "
                               f"(`ftorch status {cfg.source}`)")
         lag = st.backup.lag_seconds if st.backup else None
-        if isinstance(lag, float) and lag <= bound:
-            return time.monotonic() - start, lag
-        if time.monotonic() - start > timeout:
-            raise FtorchError(f"the backup on host {b} still trails by {lag} s after {timeout:.0f}"
-                              f" s (lag.bound_s {bound} s): the guest would pause about that "
-                              "long; retry when the guest is less busy")
-        time.sleep(POLL_S)
+        return isinstance(lag, float) and lag <= bound
+
+    wait_for(within, timeout, lambda: f"the backup on host {b} to come within the bound; it "
+             f"still trails by {lag} s (lag.bound_s {bound} s): the guest would pause about "
+             "that long; retry when the guest is less busy", every=POLL_S)
+    assert lag is not None
+    return time.monotonic() - start, lag
 
 
 def _stop_old(cfg: PairConfig, p: str) -> None:

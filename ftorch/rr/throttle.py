@@ -10,10 +10,11 @@ read otherwise. A CFS quota on the vCPU thread alone, and QMP stop/cont, made lo
 replay (docs/qemu-notes.md).
 
 Hysteresis (ftorch/hysteresis.py): slowing starts when the lag passes `engage_s` and ends when
-it falls under `release_s`; in between the frozen share grows with the lag, from `min_share` at `release_s` to
-`max_share` at `engage_s`, so the backup is held in that band, under the bound, whenever it can
-replay at least 1 - `max_share` of the recorder's speed. `max_share` < 1: a backup that stopped
-moving must not stop the guest (the failure detector deals with a dead backup).
+it falls under `release_s`; in between the frozen share grows with the lag, from `min_share` at
+`release_s` to `max_share` at `engage_s`, so the backup is held in that band, under the bound,
+whenever it can replay at least 1 - `max_share` of the recorder's speed. `max_share` < 1: a
+backup that stopped moving must not stop the guest (the failure detector deals with a dead
+backup).
 """
 from __future__ import annotations
 
